@@ -1,0 +1,291 @@
+"""The decoder-only transformer of the Llama and Qwen2 families, in Flax NNX.
+
+Parameter names follow HF transformers' module names, so that a checkpoint maps
+onto them one tensor at a time (see `hf.py`). Linear kernels are stored
+[in, out]; the embedding table and the untied `lm_head` are stored [V, D], the
+layout of both HF tensors.
+
+Every call takes explicit positions and a validity mask, so left-padded
+batches, ragged multi-turn contexts and KV-cache decoding share one code path:
+
+  tokens_BxT, positions_BxT, mask_BxT, cache -> hidden_BxTxD, cache
+
+Without a cache the T tokens attend causally to each other. With a cache, they
+are written to cache slots [end, end + T) and attend to every valid slot at or
+before their own; a slot is valid when the token written there was (mask).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from scorejax.models.config import ModelConfig
+from scorejax.parallel import BATCH_AXES
+
+# Fill value of masked attention scores: finite, so a row with no valid key
+# (a padding query) gives a uniform softmax instead of NaNs.
+_MASKED = -0.7 * float(np.finfo(np.float32).max)
+
+
+class KVCache(NamedTuple):
+  """Keys and values of every layer, in fixed-size buffers so decoding does not recompile."""
+
+  k_LxBxSxKxH: jax.Array  # keys, per layer, batch row, slot, kv head
+  v_LxBxSxKxH: jax.Array  # values, same layout
+  valid_BxS: jax.Array  # bool: slot holds a real token (not padding, not yet written)
+  end: jax.Array  # int32 scalar: next slot to write; shared by every row
+
+  @property
+  def length(self) -> int:
+    return self.valid_BxS.shape[1]
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
+  """An empty cache of `length` slots for `batch` rows."""
+  dtype = dtype or config.jnp_dtype
+  shape = (config.n_layers, batch, length, config.n_kv_heads, config.head_dim)
+  return KVCache(
+      k_LxBxSxKxH=jnp.zeros(shape, dtype),
+      v_LxBxSxKxH=jnp.zeros(shape, dtype),
+      valid_BxS=jnp.zeros((batch, length), bool),
+      end=jnp.zeros((), jnp.int32))
+
+
+def shard_activation(x: jax.Array, *spec) -> jax.Array:
+  """Constrains an activation's batch sharding when a mesh is set and divides it.
+
+  Outside a mesh context (plain single-device use) this is the identity.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  size = math.prod(mesh.shape[a] for a in axes)
+  if not axes or x.shape[0] % size:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(axes, *spec))
+
+
+# ----------------------------------------------------------------------------
+# Rotary position embeddings
+# ----------------------------------------------------------------------------
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+  """Inverse frequencies [head_dim / 2], with the llama3 scaling when configured."""
+  dim = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+  inv_freq = inv_freq.astype(np.float32)
+  s = config.rope_scaling
+  if s is None:
+    return inv_freq
+  low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+  high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+  wavelen = 2 * math.pi / inv_freq
+  scaled = np.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+  smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+      s.high_freq_factor - s.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+  is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+  return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotates query/key heads by their positions (HF's rotate-half convention)."""
+  angles_BxTxh = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+  angles_BxTxH = jnp.concatenate([angles_BxTxh, angles_BxTxh], axis=-1)
+  cos = jnp.cos(angles_BxTxH)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  sin = jnp.sin(angles_BxTxH)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  x1, x2 = jnp.split(x_BxTxNxH, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return x_BxTxNxH * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias), kernel [in, out], computed in the config's dtype."""
+
+  def __init__(self, d_in: int, d_out: int, config: ModelConfig, *, bias: bool, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(config.initializer_range)
+    self.kernel = nnx.Param(init(rngs.params(), (d_in, d_out), config.jnp_param_dtype))
+    self.bias = nnx.Param(jnp.zeros((d_out,), config.jnp_param_dtype)) if bias else None
+    self.dtype = config.jnp_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * scale, normalized in fp32 as HF does."""
+
+  def __init__(self, dim: int, config: ModelConfig):
+    self.scale = nnx.Param(jnp.ones((dim,), config.jnp_param_dtype))
+    self.eps = config.rms_norm_eps
+    self.dtype = config.jnp_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+class Attention(nnx.Module):
+  """Grouped-query causal self-attention with RoPE and an optional KV cache."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    self.q_proj = Linear(c.d_model, c.n_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
+    self.k_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
+    self.v_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
+    self.o_proj = Linear(c.n_heads * c.head_dim, c.d_model, c, bias=c.attention_out_bias, rngs=rngs)
+
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
+    """Returns the attention output and this layer's (k, v) buffers when a cache is given.
+
+    attn_BxTxS: bool, may query t attend to key s. Without a cache S = T and the
+    keys are this call's tokens; with one, S is the cache length.
+    kv_cache: (k_LxBxSxKxH, v_LxBxSxKxH, end, layer) -- the whole stacked buffers,
+      updated in place at [layer, :, end:end+T] so decoding never copies them.
+    """
+    c = self.config
+    b, t, _ = x_BxTxD.shape
+    inv_freq = rope_inv_freq(c)
+    q_BxTxNxH = apply_rope(self.q_proj(x_BxTxD).reshape(b, t, c.n_heads, c.head_dim), positions_BxT, inv_freq)
+    k_BxTxKxH = apply_rope(self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim), positions_BxT, inv_freq)
+    v_BxTxKxH = self.v_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
+
+    if kv_cache is None:
+      k_BxSxKxH, v_BxSxKxH, new_kv = k_BxTxKxH, v_BxTxKxH, None
+    else:
+      k_all, v_all, end, layer = kv_cache
+      start = (layer, 0, end, 0, 0)
+      k_all = jax.lax.dynamic_update_slice(k_all, k_BxTxKxH[None].astype(k_all.dtype), start)
+      v_all = jax.lax.dynamic_update_slice(v_all, v_BxTxKxH[None].astype(v_all.dtype), start)
+      k_BxSxKxH, v_BxSxKxH, new_kv = k_all[layer], v_all[layer], (k_all, v_all)
+
+    groups = c.n_heads // c.n_kv_heads
+    q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim)
+    scores_BxKxGxTxS = jnp.einsum(
+        "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH.astype(q_BxTxKxGxH.dtype),
+        preferred_element_type=jnp.float32) / math.sqrt(c.head_dim)
+    scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
+    probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
+    out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxSxKxH)
+    out_BxTxD = self.o_proj(out_BxTxKxGxH.reshape(b, t, c.n_heads * c.head_dim))
+    return out_BxTxD, new_kv
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.gate_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
+    self.up_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
+    self.down_proj = Linear(c.d_ff, c.d_model, c, bias=c.mlp_bias, rngs=rngs)
+
+  def __call__(self, x_BxTxD):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x_BxTxD)) * self.up_proj(x_BxTxD))
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: attention then MLP."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(config.d_model, config)
+    self.self_attn = Attention(config, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(config.d_model, config)
+    self.mlp = MLP(config, rngs=rngs)
+
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
+    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache)
+    x_BxTxD = shard_activation(x_BxTxD + h, None, None)
+    x_BxTxD = x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD))
+    return shard_activation(x_BxTxD, None, None), new_kv
+
+
+def _run_block(block: Block, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache):
+  return block(x_BxTxD, positions_BxT, attn_BxTxS, kv_cache)
+
+
+_run_block_remat = nnx.remat(_run_block)
+
+
+# ----------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------
+
+
+def attention_mask(mask_BxT: jax.Array, cache: KVCache | None) -> jax.Array:
+  """Which keys each query may see: causal by slot, and only valid slots."""
+  b, t = mask_BxT.shape
+  if cache is None:
+    causal_TxS = jnp.tril(jnp.ones((t, t), bool))
+    return causal_TxS[None] & mask_BxT[:, None, :].astype(bool)
+  slot_S = jnp.arange(cache.length)
+  query_slot_T = cache.end + jnp.arange(t)
+  causal_TxS = slot_S[None, :] <= query_slot_T[:, None]
+  return causal_TxS[None] & cache.valid_BxS[:, None, :]
+
+
+class Transformer(nnx.Module):
+  """Embedding, L blocks, final norm; logits through the (tied or untied) unembedding."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    init = nnx.initializers.normal(c.initializer_range)
+    self.embed_tokens = nnx.Param(init(rngs.params(), (c.vocab_size, c.d_model), c.jnp_param_dtype))
+    self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+    self.norm = RMSNorm(c.d_model, c)
+    if not c.tie_embeddings:
+      self.lm_head = nnx.Param(init(rngs.params(), (c.vocab_size, c.d_model), c.jnp_param_dtype))
+
+  def unembedding(self) -> jax.Array:
+    """The [V, D] matrix whose rows score the tokens."""
+    return self.embed_tokens[...] if self.config.tie_embeddings else self.lm_head[...]
+
+  def hidden(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
+    """Final-norm hidden states [B, T, D] and the updated cache (None without one)."""
+    c = self.config
+    x_BxTxD = jnp.take(self.embed_tokens[...], tokens_BxT, axis=0).astype(c.jnp_dtype)
+    x_BxTxD = shard_activation(x_BxTxD, None, None)
+    if cache is not None:
+      valid_BxS = jax.lax.dynamic_update_slice_in_dim(
+          cache.valid_BxS, mask_BxT.astype(bool), cache.end, axis=1)
+      cache = cache._replace(valid_BxS=valid_BxS)
+    attn_BxTxS = attention_mask(mask_BxT, cache)
+    run = _run_block_remat if c.remat else _run_block
+    kv = None if cache is None else (cache.k_LxBxSxKxH, cache.v_LxBxSxKxH)
+    for i, block in enumerate(self.layers):
+      layer_kv = None if kv is None else (*kv, cache.end, i)
+      x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, attn_BxTxS, layer_kv)
+    h_BxTxD = self.norm(x_BxTxD)
+    if cache is not None:
+      cache = KVCache(k_LxBxSxKxH=kv[0], v_LxBxSxKxH=kv[1], valid_BxS=cache.valid_BxS,
+                      end=cache.end + tokens_BxT.shape[1])
+    return h_BxTxD, cache
+
+  def logits(self, h_BxTxD: jax.Array) -> jax.Array:
+    """fp32 logits [B, T, V] (prefer chunked log-probs when V is large)."""
+    w_VxD = self.unembedding().astype(self.config.jnp_dtype)
+    return jnp.einsum("btd,vd->btv", h_BxTxD, w_VxD, preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
+    h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, mask_BxT, cache)
+    return self.logits(h_BxTxD), cache

@@ -1,0 +1,63 @@
+"""Tiny random HF checkpoints of each supported family, built locally with transformers + torch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FAMILY_KWARGS = {
+    "llama": dict(
+        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+        rope_theta=500_000.0, bos_token_id=1, eos_token_id=2),
+    "qwen2": dict(
+        vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        rms_norm_eps=1e-6, tie_word_embeddings=True, rope_theta=1_000_000.0,
+        bos_token_id=None, eos_token_id=3),
+}
+
+
+def build_hf_model(family: str, seed: int = 0, **overrides):
+  """A random tiny transformers model of `family` (fp32, eval mode)."""
+  import torch
+  import transformers
+  kwargs = dict(FAMILY_KWARGS[family], **overrides)
+  cls_config = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
+  cls_model = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[family]
+  torch.manual_seed(seed)
+  model = cls_model(cls_config(**kwargs)).eval()
+  with torch.no_grad():  # random biases and norms, so a mis-mapped tensor shows
+    for name, p in model.named_parameters():
+      if name.endswith("bias") or "norm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def save_hf_model(family: str, path: str, seed: int = 0, **overrides) -> str:
+  build_hf_model(family, seed, **overrides).save_pretrained(path, safe_serialization=True)
+  return str(path)
+
+
+def padded_batch(vocab_size: int, seed: int = 0):
+  """tokens, positions, mask [3, 12]: a full row and two left-padded rows."""
+  rng = np.random.default_rng(seed)
+  lengths = [12, 7, 3]
+  tokens = rng.integers(4, vocab_size, size=(3, 12)).astype(np.int32)
+  mask = np.zeros((3, 12), bool)
+  for i, n in enumerate(lengths):
+    mask[i, 12 - n:] = True
+  tokens = np.where(mask, tokens, 0).astype(np.int32)
+  positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int32)
+  return tokens, positions, mask
+
+
+def hf_logits(model, tokens, positions, mask) -> np.ndarray:
+  import torch
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                attention_mask=torch.tensor(mask, dtype=torch.long),
+                position_ids=torch.tensor(positions, dtype=torch.long))
+  return out.logits.float().numpy()
