@@ -161,3 +161,18 @@ def test_sharded_batch_and_vocabulary():
   # Chunking along the sequence leaves the batch where it was: still split over `data`.
   batch_split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   assert logp.sharding.is_equivalent_to(batch_split, 2)
+
+
+def test_sequence_logprobs_equal_log_softmax_of_model_logits():
+  from scorejax.models import LM, tiny_arith
+  from scorejax.objectives.logprobs import sequence_logprobs
+  lm = LM.from_config(tiny_arith(23, n_layers=1))
+  params = lm.init(jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, 23)
+  positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
+  mask = jnp.ones((2, 7), bool)
+  got = sequence_logprobs(lm, params, tokens, positions, mask, chunk_size=3)
+  logits, _ = lm.apply(params, tokens, positions, mask)
+  want = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1)[..., 0]
+  assert got.shape == (2, 7) and float(jnp.abs(got[:, 0]).max()) == 0.0
+  np.testing.assert_allclose(got[:, 1:], want, atol=1e-5)

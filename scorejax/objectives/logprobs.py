@@ -122,3 +122,17 @@ def token_entropy_plain(logits_BxTxV):
   """Reference: entropy of softmax(logits) per position, fp32 [B, T]."""
   logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
   return -jnp.sum(jnp.exp(logp_BxTxV) * logp_BxTxV, axis=-1)
+
+
+def sequence_logprobs(lm, params, tokens_BxT, positions_BxT, mask_BxT, *, chunk_size: int,
+                      temperature: float = 1.0):
+  """log p(tokens[:, t] | tokens[:, <t]) under the model `lm`, fp32 [B, T]; column 0 is 0.
+
+  Teacher-forced: one forward pass over the whole sequence, then chunked
+  log-probs. The valid tokens of a row must be contiguous (left and/or right
+  padding only), because token t is scored from the hidden state at t - 1.
+  """
+  hidden_BxTxD, _ = lm.hidden(params, tokens_BxT, positions_BxT, mask_BxT)
+  logp_BxT = token_logprobs(hidden_BxTxD[:, :-1], lm.unembedding(params), tokens_BxT[:, 1:],
+                            chunk_size=chunk_size, temperature=temperature)
+  return jnp.pad(logp_BxT, ((0, 0), (1, 0)))
