@@ -1,0 +1,1 @@
+"""Experiments: one module per method, each with run(config, workdir)."""

@@ -1,0 +1,400 @@
+"""SCoRe end to end: a base policy, Stage I, Stage II, evaluated after each.
+
+  python -m scorejax.main --config=configs/arith_score.py --workdir=/tmp/score
+
+Kumar et al., "Training Language Models to Self-Correct via Reinforcement
+Learning" (arXiv 2409.12917); the objectives are in `objectives/score.py`.
+An episode is [x, y1, p, y2]: the policy answers x, the instruction p is
+appended, the policy answers again; p never says whether y1 was right.
+
+Phases, each checkpointed and resumable on its own:
+  base    SFT on noisy two-attempt solutions, so the policy makes mistakes
+          (skipped when the config loads a model that already answers);
+  stage1  maximize r(y2) - beta2 KL(y1 || ref) - beta1 KL(y2 || ref);
+  stage2  maximize r(y1) + r(y2) + alpha (r(y2) - r(y1)) - beta1 KL;
+with greedy evaluation of Acc@t1, Acc@t2 and the transitions after each.
+Every batch is a function of (seed, phase, step), so a resumed run replays
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from scorejax import parallel
+from scorejax.checkpoint import Checkpointer, CheckpointConfig, abstract_like
+from scorejax.evaluation import score_metrics
+from scorejax.experiments.episodes import generated_ids, pack_episodes
+from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl, truncate_after, write_json
+from scorejax.models import LM, hf, tiny_arith
+from scorejax.objectives import score as score_obj
+from scorejax.objectives.logprobs import sequence_logprobs
+from scorejax.objectives.sft import nll_token_mean
+from scorejax.sampling import Greedy, Sample, SamplerConfig, continue_sampling, left_pad, sample
+from scorejax.tasks import arith, templates
+from scorejax.tokenizers import CharTokenizer
+from scorejax.train_step import OptimizerConfig, TrainState, init_train_state, make_optimizer, make_train_step
+
+PHASES = ("base", "stage1", "stage2")
+METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; the state was checkpointed and the run can be resumed."""
+
+
+# ----------------------------------------------------------------------------
+# Task: prompts, the instruction, rewards
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ArithTask:
+  """The built-in arithmetic task, tokenized for the model."""
+
+  config: ml_collections.ConfigDict
+
+  def __post_init__(self):
+    c = self.config
+    if c.preset not in arith.PRESETS:
+      raise ValueError(f"config.task.preset={c.preset!r}; expected one of {sorted(arith.PRESETS)}")
+    self.arith = dataclasses.replace(arith.PRESETS[c.preset], phrasing=c.phrasing)
+    self.tokenizer = CharTokenizer()
+    self.templates = templates.get_templates("arith")
+    self.instruction_ids = self.tokenizer.encode(self.templates.self_correct)
+    self.eval_problems = arith.make_problems(self.arith, "eval", c.eval_size, seed=c.eval_seed)
+
+  def prompt_ids(self, problem) -> list[int]:
+    text = templates.render(self.tokenizer, templates.solve_messages(self.templates, problem.text))
+    return self.tokenizer.encode(text)
+
+  def answer_ids(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
+
+  def text(self, ids) -> str:
+    return self.tokenizer.decode([t for t in ids if t != self.tokenizer.eos_id])
+
+  def reward(self, problem, ids) -> float:
+    return arith.reward(problem, self.text(ids))
+
+  def train_problems(self, seed: int, phase: str, step: int, n: int):
+    """n training problems, a function of (seed, phase, step) only."""
+    stream_seed = int(np.random.SeedSequence([seed, PHASES.index(phase), step]).generate_state(1)[0])
+    stream = arith.iter_problems(self.arith, "train", seed=stream_seed)
+    return [next(stream) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------
+
+
+def build_model(config, task: ArithTask, mesh):
+  """(LM, initial params or None for a fresh init) from config.model."""
+  c = config.model
+  overrides = dict(param_dtype=c.param_dtype, dtype=c.dtype, remat=c.remat)
+  if c.hf_dir:
+    return hf.load_hf(c.hf_dir, mesh, **overrides)
+  if c.preset != "tiny_arith":
+    raise ValueError(f"config.model.preset={c.preset!r}; expected 'tiny_arith' or set config.model.hf_dir")
+  model_config = tiny_arith(task.tokenizer.vocab_size, d_model=c.d_model, n_layers=c.n_layers,
+                            n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.d_model // c.n_heads,
+                            d_ff=c.d_ff, eos_token_id=task.tokenizer.eos_id, **overrides)
+  return LM.from_config(model_config), None
+
+
+# ----------------------------------------------------------------------------
+# Rollouts and evaluation
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Episodes:
+  """Two attempts for a batch of problems, as token ids and rewards."""
+
+  problems: list
+  prompts: list[list[int]]
+  y1: list[list[int]]
+  y2: list[list[int]]
+  reward_y1: np.ndarray
+  reward_y2: np.ndarray
+
+
+def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
+                 mesh, first_attempts: list[list[int]] | None = None) -> Episodes:
+  """y1 ~ pi(.|x) (or given), then y2 ~ pi(.|x, y1, p) decoded from y1's KV cache."""
+  prompts = [task.prompt_ids(p) for p in problems]
+  x_BxT, x_mask = left_pad(prompts, task.tokenizer.pad_id)
+  k1, k2 = jax.random.split(key)
+  episode_len = x_BxT.shape[1] + 2 * sampler.max_new_tokens + len(task.instruction_ids)
+  if first_attempts is None:
+    r1 = sample(lm, params, x_BxT, x_mask, k1, rule, sampler, cache_length=sampler.buckets(episode_len),
+                mesh=mesh)
+    y1 = generated_ids(r1.tokens_BxN, r1.lengths_B)
+    context = r1.context
+  else:  # attempt 1 comes from elsewhere (e.g. the base model): prefill x + y1, decode nothing new
+    y1 = first_attempts
+    xy_BxT, xy_mask = left_pad([x + y for x, y in zip(prompts, y1)], task.tokenizer.pad_id)
+    one = dataclasses.replace(sampler, max_new_tokens=1)
+    context = sample(lm, params, xy_BxT, xy_mask, k1, Greedy(), one,
+                     cache_length=sampler.buckets(episode_len), mesh=mesh).context
+  p_BxT, p_mask = left_pad([task.instruction_ids] * len(problems), task.tokenizer.pad_id)
+  r2 = continue_sampling(lm, params, context, p_BxT, p_mask, k2, rule, sampler, mesh=mesh)
+  y2 = generated_ids(r2.tokens_BxN, r2.lengths_B)
+  return Episodes(problems, prompts, y1, y2,
+                  np.array([task.reward(p, y) for p, y in zip(problems, y1)], np.float32),
+                  np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32))
+
+
+def evaluate(lm: LM, params, task: ArithTask, config, mesh, num_problems: int | None = None) -> dict:
+  """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on held-out problems."""
+  problems = task.eval_problems[:num_problems]
+  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=(task.tokenizer.eos_id,),
+                          pad_id=task.tokenizer.pad_id)
+  t1, t2, examples = [], [], []
+  bs = config.eval.batch_size
+  for i in range(0, len(problems), bs):
+    ep = two_attempts(lm, params, task, problems[i:i + bs], jax.random.key(0), Greedy(), sampler, mesh)
+    t1 += ep.reward_y1.tolist()
+    t2 += ep.reward_y2.tolist()
+    if not examples:
+      examples = [{"problem": p.text, "y1": task.text(a), "y2": task.text(b)}
+                  for p, a, b in zip(ep.problems[:4], ep.y1, ep.y2)]
+  return dict(score_metrics(t1, t2), num_problems=len(problems), examples=examples)
+
+
+# ----------------------------------------------------------------------------
+# Batches: SFT on noisy two-attempt solutions, and RL episodes
+# ----------------------------------------------------------------------------
+
+
+def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
+  """[x, y1, p, y2] with noisy y1 and y2 written by the task, loss on both attempts."""
+  c = config.base
+  problems = task.train_problems(config.seed, "base", step, c.batch_size)
+  rng = np.random.default_rng([config.seed, 7, step])
+  rows = []
+  for problem in problems:
+    y1 = arith.write_solution(problem, rng, c.first_error_rate)
+    if c.second_attempt == "independent":
+      y2 = arith.write_solution(problem, rng, c.second_error_rate)
+    elif c.second_attempt == "copy":
+      y2 = y1
+    else:
+      raise ValueError(f"config.base.second_attempt={c.second_attempt!r}; expected 'independent' or 'copy'")
+    rows.append([(task.prompt_ids(problem), None), (task.answer_ids(y1.text), "y1"),
+                 (task.instruction_ids, None), (task.answer_ids(y2.text), "y2")])
+  return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+
+
+def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
+  rows = [[(x, None), (y1, "y1"), (task.instruction_ids, None), (y2, "y2")]
+          for x, y1, y2 in zip(ep.prompts, ep.y1, ep.y2)]
+  batch = pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+  batch.update(reward_y1_B=ep.reward_y1, reward_y2_B=ep.reward_y2)
+  return batch
+
+
+# ----------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------
+
+
+def sft_loss_fn(lm: LM, chunk: int):
+  def loss_fn(params, batch, rng):
+    del rng
+    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
+                             chunk_size=chunk)
+    mask = batch["mask_y1_BxT"] | batch["mask_y2_BxT"]
+    return nll_token_mean(logp, mask), {}
+  return loss_fn
+
+
+def score_loss_fn(lm: LM, chunk: int, objective: Callable, cfg: score_obj.ScoreConfig):
+  """Stage I or II on a packed batch; y1 and y2 share one forward pass."""
+  def loss_fn(params, batch, rng):
+    del rng
+    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
+                             chunk_size=chunk)
+    ref = batch["ref_logp_BxT"]
+    score_batch = score_obj.ScoreBatch(
+        ref_logp_y1_BxT=ref, mask_y1_BxT=batch["mask_y1_BxT"], ref_logp_y2_BxT=ref,
+        mask_y2_BxT=batch["mask_y2_BxT"], reward_y1_B=batch["reward_y1_B"], reward_y2_B=batch["reward_y2_B"])
+    return objective(score_obj.AttemptLogprobs(logp, logp), score_batch, cfg)
+  return loss_fn
+
+
+# ----------------------------------------------------------------------------
+# The loop of one phase
+# ----------------------------------------------------------------------------
+
+
+class PhaseRunner:
+  """Runs phases with checkpoints, metrics, a progress bar and SIGTERM handling."""
+
+  def __init__(self, config, workdir: str, lm: LM, mesh, writer: MetricWriter):
+    self.config, self.workdir, self.lm, self.mesh, self.writer = config, workdir, lm, mesh, writer
+    self.preempted = False
+    signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self.preempted = True
+
+  def checkpointer(self, phase: str) -> Checkpointer:
+    c = self.config.checkpoint
+    return Checkpointer(CheckpointConfig(
+        directory=os.path.join(self.workdir, "checkpoints", phase), max_to_keep=c.max_to_keep,
+        save_interval_steps=c.every, async_save=c.async_save))
+
+  def final_params(self, phase: str, abstract_state: TrainState):
+    """The parameters a finished phase ended with, or None if it has not finished."""
+    with self.checkpointer(phase) as ckpt:
+      step = ckpt.latest_step()
+      if step is None:
+        return None
+      state, meta = ckpt.restore(abstract_state, step)
+      return state.params if meta.get("finished") else None
+
+  def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
+          make_batch: Callable[[int, TrainState], dict], step_offset: int, eval_fn=None):
+    """Trains `steps` steps from `params`; returns the final params. Resumes when it can."""
+    optimizer = make_optimizer(opt_cfg)
+    state, shardings = init_train_state(self.lm.init, optimizer, jax.random.key(self.config.seed),
+                                        self.mesh, params=params)
+    train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps)
+    meta = {"phase": phase, "config": self.config.to_dict()}
+    with self.checkpointer(phase) as ckpt:
+      if ckpt.latest_step() is not None:
+        state, saved = ckpt.restore(abstract_like(state))
+        if saved.get("finished"):
+          return state.params
+      start = int(state.step)
+      truncate_after(self.writer.path, phase, step_offset + start)
+      bar = tqdm.tqdm(range(start, steps), desc=phase, initial=start, total=steps, dynamic_ncols=True,
+                      disable=jax.process_index() != 0)
+      for step in bar:
+        t = time.perf_counter()
+        batch, batch_metrics = make_batch(step, state)
+        state, metrics = train(state, parallel.shard_batch(batch, self.mesh))
+        metrics = dict(jax.device_get(metrics), **batch_metrics, step_s=time.perf_counter() - t)
+        if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
+          record = self.writer.write(step_offset + step + 1, phase, metrics)
+          bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "reward_y1", "reward_y2") if k in record})
+        if eval_fn is not None and self.config.eval.every and (step + 1) % self.config.eval.every == 0:
+          self.writer.write(step_offset + step + 1, phase, eval_fn(state.params))
+        ckpt.save(step + 1, state, dict(meta, finished=step + 1 == steps))
+        if self.preempted:
+          ckpt.save(step + 1, state, dict(meta, finished=step + 1 == steps), force=True)
+          ckpt.wait_until_finished()
+          raise Preempted(f"SIGTERM at {phase} step {step + 1}; rerun the same command to resume")
+      if steps == 0 or ckpt.latest_step() != steps:
+        ckpt.save(steps, state, dict(meta, finished=True), force=True)
+      ckpt.wait_until_finished()
+    return state.params
+
+
+# ----------------------------------------------------------------------------
+# The experiment
+# ----------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  # MESH
+  mesh = parallel.make_mesh(dict(config.mesh))
+  # DATA
+  task = ArithTask(config.task)
+  # MODEL
+  lm, loaded = build_model(config, task, mesh)
+  parallel.check_model_fits(lm.config, mesh)
+  with jax.set_mesh(mesh):
+    shardings = parallel.param_shardings(lm.abstract_params(), mesh)
+    params = loaded if loaded is not None else jax.jit(lm.init, out_shardings=shardings)(
+        jax.random.key(config.seed))
+  os.makedirs(workdir, exist_ok=True)
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  runner = PhaseRunner(config, workdir, lm, mesh, writer)
+  chunk = config.logprob_chunk
+  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=(task.tokenizer.eos_id,),
+                          pad_id=task.tokenizer.pad_id)
+  rule = Sample(temperature=config.sampling.temperature)
+  ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
+  results = read_json_or_empty(os.path.join(workdir, "eval.json"))
+  ends = np.cumsum([config[phase].steps for phase in PHASES]).tolist()
+  offsets = [0] + ends[:-1]  # global step at which each phase starts
+
+  def evaluate_once(name, p):
+    """The full evaluation of a phase's final params, cached in eval.json."""
+    if name not in results:
+      results[name] = evaluate(lm, p, task, config, mesh)
+      write_json(os.path.join(workdir, "eval.json"), results)
+      writer.write(ends[PHASES.index(name)], name, {f"eval_{k}": results[name][k] for k in METRIC_KEYS})
+    return results[name]
+
+  def interval_eval(p):
+    m = evaluate(lm, p, task, config, mesh, num_problems=config.eval.interval_problems)
+    return {f"eval_{k}": m[k] for k in METRIC_KEYS}
+
+  # BASE POLICY
+  base_opt = OptimizerConfig(learning_rate=config.base.learning_rate, warmup_steps=config.base.warmup_steps,
+                             schedule="cosine", total_steps=max(1, config.base.steps), grad_clip_norm=1.0)
+  params = runner.run("base", config.base.steps, base_opt, params, sft_loss_fn(lm, chunk),
+                      lambda step, state: (base_sft_batch(task, config, step), {}), offsets[0])
+  evaluate_once("base", params)
+
+  # STAGE I and STAGE II
+  for phase, objective, offset in (("stage1", score_obj.stage1_loss, offsets[1]),
+                                   ("stage2", score_obj.stage2_loss, offsets[2])):
+    c = config[phase]
+    cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
+                                baseline=c.baseline, group_size=c.samples_per_prompt)
+    ref_params = params  # pi_ref: the model at the start of the stage
+
+    def make_batch(step, state, phase=phase, c=c, ref_params=ref_params):
+      n_prompts = c.batch_size // c.samples_per_prompt
+      problems = task.train_problems(config.seed, phase, step, n_prompts)
+      problems = [p for p in problems for _ in range(c.samples_per_prompt)]
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), PHASES.index(phase)), step)
+      ep = two_attempts(lm, state.params, task, problems, key, rule, sampler, mesh)
+      batch = episode_batch(task, ep)
+      with jax.set_mesh(mesh):
+        batch["ref_logp_BxT"] = np.asarray(ref_logprobs(ref_params, batch["tokens_BxT"], batch["positions_BxT"],
+                                                        batch["mask_BxT"]))
+      stats = {"y1_len": np.mean([len(y) for y in ep.y1]), "y2_len": np.mean([len(y) for y in ep.y2])}
+      return batch, stats
+
+    opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps,
+                          total_steps=max(1, c.steps), grad_clip_norm=c.grad_clip_norm)
+    params = runner.run(phase, c.steps, opt, params, score_loss_fn(lm, chunk, objective, cfg), make_batch,
+                        offset, eval_fn=interval_eval)
+    evaluate_once(phase, params)
+
+  # REPORT
+  writer.close()
+  table = {name: results[name] for name in PHASES if name in results}
+  print(format_table(table, METRIC_KEYS))
+  if jax.process_index() == 0 and read_jsonl(writer.path):
+    plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
+        "reward per attempt": ("reward_y1", "reward_y2"),
+        "eval (greedy)": ("eval_acc_t1", "eval_acc_t2", "eval_delta"),
+        "loss": ("loss",)})
+  return results
+
+
+def read_json_or_empty(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)

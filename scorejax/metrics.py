@@ -1,0 +1,122 @@
+"""Where a run's numbers go: metrics.jsonl, TensorBoard events, eval tables and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _scalar(value) -> float | int | None:
+  value = np.asarray(jax.device_get(value))
+  if value.size != 1:
+    return None
+  value = value.item()
+  return value if isinstance(value, (int, float)) else float(value)
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard.
+
+  Only process 0 writes. Steps are global across phases (`phase` names the
+  stage), so one file holds the whole run's curves.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      if tensorboard:
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, phase: str, metrics: Mapping[str, Any]) -> dict:
+    record = {"step": int(step), "phase": phase}
+    for key, value in metrics.items():
+      scalar = _scalar(value)
+      if scalar is not None and not (isinstance(scalar, float) and math.isnan(scalar)):
+        record[key] = scalar
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      if self._tb is not None:
+        for key, value in record.items():
+          if key not in ("step", "phase"):
+            self._tb.add_scalar(f"{phase}/{key}", value, step)
+    return record
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_after(path: str, phase: str, step: int) -> None:
+  """Drops records of `phase` logged after `step`: a resumed run rewrites them identically."""
+  records = read_jsonl(path)
+  kept = [r for r in records if not (r.get("phase") == phase and r["step"] > step)]
+  if len(kept) != len(records):
+    with open(path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes atomically: a reader never sees half a file."""
+  if jax.process_index() != 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
+  """A fixed-width text table, one row per name, values as percentages."""
+  head = f"{'':<22}" + "".join(f"{c:>11}" for c in columns)
+  lines = [head]
+  for name, values in rows.items():
+    cells = "".join(f"{100 * values[c]:>10.1f}%" if values.get(c) is not None else f"{'-':>11}"
+                    for c in columns)
+    lines.append(f"{name:<22}{cells}")
+  return "\n".join(lines)
+
+
+def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[str]]) -> None:
+  """One PNG with a panel per entry: title -> metric keys plotted against the global step."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  records = read_jsonl(metrics_path)
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+  for ax, (title, keys) in zip(axes[0], panels.items()):
+    for key in keys:
+      points = [(r["step"], r[key]) for r in records if key in r]
+      if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, label=key, marker="." if len(points) < 30 else None)
+    phases = {}
+    for r in records:
+      phases.setdefault(r["phase"], r["step"])
+    for phase, start in phases.items():
+      ax.axvline(start, color="grey", lw=0.5, ls=":")
+      ax.text(start, ax.get_ylim()[1], phase, fontsize=7, va="top", rotation=90, color="grey")
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
