@@ -1,0 +1,1 @@
+"""Rewards: answer extraction and verification, and game outcomes."""
