@@ -1,0 +1,90 @@
+"""The main job end to end on a shrunken config: outputs, resume, and SIGKILL recovery."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = ["--config=configs/arith_score.py:smoke", "--config.base.steps=12", "--config.stage1.steps=4",
+        "--config.stage2.steps=4", "--config.task.eval_size=16", "--config.eval.batch_size=16",
+        "--config.eval.every=0", "--config.checkpoint.every=2", "--config.log_every=2",
+        "--config.checkpoint.async_save=False"]
+KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def _main(workdir, *extra, **kw):
+  return subprocess.run([sys.executable, "-m", "scorejax.main", *TINY, f"--workdir={workdir}", *extra],
+                        capture_output=True, text=True, env=_env(), timeout=600, **kw)
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "eval.json")) as f:
+    return {name: {k: v for k, v in table.items() if k in KEYS} for name, table in json.load(f).items()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_main_writes_every_output(finished_run):
+  workdir, proc = finished_run
+  results = _results(workdir)
+  assert set(results) == {"base", "stage1", "stage2"}
+  for table in results.values():
+    assert set(table) == set(KEYS)
+    assert table["delta"] == pytest.approx(table["acc_t2"] - table["acc_t1"])
+    assert table["delta"] == pytest.approx(table["delta_i2c"] - table["delta_c2i"])
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  phases = {r["phase"] for r in records}
+  assert phases == {"base", "stage1", "stage2"}
+  rl = [r for r in records if r["phase"] == "stage2" and "loss" in r]
+  assert rl and all("reward_y1" in r and "reward_y2" in r and "kl_y1" in r for r in rl)
+  assert (workdir / "curves.png").stat().st_size > 1000
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+  for phase in ("base", "stage1", "stage2"):
+    assert os.listdir(workdir / "checkpoints" / phase)
+  assert "acc_t1" in proc.stdout and "stage2" in proc.stdout  # the final table
+
+
+def test_rerun_of_a_finished_run_changes_nothing(finished_run):
+  workdir, _ = finished_run
+  before = _results(workdir)
+  lines = open(workdir / "metrics.jsonl").read()
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _results(workdir) == before
+  assert open(workdir / "metrics.jsonl").read() == lines
+
+
+def test_sigkill_then_rerun_ends_with_the_same_metrics(finished_run, tmp_path):
+  reference, _ = finished_run
+  proc = subprocess.Popen([sys.executable, "-m", "scorejax.main", *TINY, f"--workdir={tmp_path}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+  marker = tmp_path / "checkpoints" / "stage1"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (marker.exists() and any(d.isdigit() for d in os.listdir(marker))):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / "eval.json").exists() or "stage2" not in _results(tmp_path)
+  rerun = _main(tmp_path)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _results(tmp_path) == _results(reference)
+
+
+def test_unknown_config_key_fails_before_compute(tmp_path):
+  proc = _main(tmp_path, "--config.stage2.alhpa=3")
+  assert proc.returncode != 0 and "alhpa" in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()
