@@ -51,7 +51,7 @@ class ModelConfig:
   remat: bool = False  # rematerialize each layer in the backward pass
   initializer_range: float = 0.02  # std of the normal init for a model trained from scratch
   bos_token_id: int | None = None  # carried for export; tokenizers own the ids at run time
-  eos_token_id: int | list[int] | None = None
+  eos_token_id: int | tuple[int, ...] | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:

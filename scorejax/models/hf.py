@@ -55,6 +55,11 @@ def _rope_from_hf(hf: dict[str, Any], where: str) -> tuple[float, RopeScaling | 
       original_max_position_embeddings=int(scaling["original_max_position_embeddings"]))
 
 
+def _ids(value):
+  """A list of token ids becomes a tuple, so the config stays hashable."""
+  return tuple(value) if isinstance(value, list) else value
+
+
 def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) -> ModelConfig:
   """A ModelConfig from an HF config dict; `where` names the file in errors."""
   archs = hf.get("architectures") or []
@@ -85,7 +90,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
       mlp_bias=bool(hf.get("mlp_bias", False)),
       param_dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32",
       initializer_range=float(hf.get("initializer_range", 0.02)),
-      bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"))
+      bos_token_id=hf.get("bos_token_id"), eos_token_id=_ids(hf.get("eos_token_id")))
   kwargs.update(overrides)
   return ModelConfig(**kwargs)
 
@@ -109,7 +114,8 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "rope_scaling": None if c.rope_scaling is None else dict(rope),
       "tie_word_embeddings": c.tie_embeddings, "initializer_range": c.initializer_range,
       "dtype": c.param_dtype, "torch_dtype": c.param_dtype,
-      "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id,
+      "bos_token_id": c.bos_token_id,
+      "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
   }
   if c.family == "llama":
     if c.qkv_bias != c.attention_out_bias:

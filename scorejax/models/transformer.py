@@ -37,8 +37,8 @@ _MASKED = -0.7 * float(np.finfo(np.float32).max)
 class KVCache(NamedTuple):
   """Keys and values of every layer, in fixed-size buffers so decoding does not recompile."""
 
-  k_LxBxSxKxH: jax.Array  # keys, per layer, batch row, slot, kv head
-  v_LxBxSxKxH: jax.Array  # values, same layout
+  k_LxBxKxSxH: jax.Array  # keys, per layer, batch row, kv head, slot
+  v_LxBxKxSxH: jax.Array  # values, same layout (heads before slots: attention reads it untransposed)
   valid_BxS: jax.Array  # bool: slot holds a real token (not padding, not yet written)
   end: jax.Array  # int32 scalar: next slot to write; shared by every row
 
@@ -50,10 +50,10 @@ class KVCache(NamedTuple):
 def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
   """An empty cache of `length` slots for `batch` rows."""
   dtype = dtype or config.jnp_dtype
-  shape = (config.n_layers, batch, length, config.n_kv_heads, config.head_dim)
+  shape = (config.n_layers, batch, config.n_kv_heads, length, config.head_dim)
   return KVCache(
-      k_LxBxSxKxH=jnp.zeros(shape, dtype),
-      v_LxBxSxKxH=jnp.zeros(shape, dtype),
+      k_LxBxKxSxH=jnp.zeros(shape, dtype),
+      v_LxBxKxSxH=jnp.zeros(shape, dtype),
       valid_BxS=jnp.zeros((batch, length), bool),
       end=jnp.zeros((), jnp.int32))
 
@@ -159,8 +159,8 @@ class Attention(nnx.Module):
 
     attn_BxTxS: bool, may query t attend to key s. Without a cache S = T and the
     keys are this call's tokens; with one, S is the cache length.
-    kv_cache: (k_LxBxSxKxH, v_LxBxSxKxH, end, layer) -- the whole stacked buffers,
-      updated in place at [layer, :, end:end+T] so decoding never copies them.
+    kv_cache: (k_LxBxKxSxH, v_LxBxKxSxH, end, layer) -- the whole stacked buffers,
+      updated in place at [layer, :, :, end:end+T] so decoding never copies them.
     """
     c = self.config
     b, t, _ = x_BxTxD.shape
@@ -169,23 +169,25 @@ class Attention(nnx.Module):
     k_BxTxKxH = apply_rope(self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim), positions_BxT, inv_freq)
     v_BxTxKxH = self.v_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
 
+    k_BxKxTxH = k_BxTxKxH.transpose(0, 2, 1, 3)
+    v_BxKxTxH = v_BxTxKxH.transpose(0, 2, 1, 3)
     if kv_cache is None:
-      k_BxSxKxH, v_BxSxKxH, new_kv = k_BxTxKxH, v_BxTxKxH, None
+      k_BxKxSxH, v_BxKxSxH, new_kv = k_BxKxTxH, v_BxKxTxH, None
     else:
       k_all, v_all, end, layer = kv_cache
-      start = (layer, 0, end, 0, 0)
-      k_all = jax.lax.dynamic_update_slice(k_all, k_BxTxKxH[None].astype(k_all.dtype), start)
-      v_all = jax.lax.dynamic_update_slice(v_all, v_BxTxKxH[None].astype(v_all.dtype), start)
-      k_BxSxKxH, v_BxSxKxH, new_kv = k_all[layer], v_all[layer], (k_all, v_all)
+      start = (layer, 0, 0, end, 0)
+      k_all = jax.lax.dynamic_update_slice(k_all, k_BxKxTxH[None].astype(k_all.dtype), start)
+      v_all = jax.lax.dynamic_update_slice(v_all, v_BxKxTxH[None].astype(v_all.dtype), start)
+      k_BxKxSxH, v_BxKxSxH, new_kv = k_all[layer], v_all[layer], (k_all, v_all)
 
     groups = c.n_heads // c.n_kv_heads
     q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim)
     scores_BxKxGxTxS = jnp.einsum(
-        "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH.astype(q_BxTxKxGxH.dtype),
+        "btkgh,bksh->bkgts", q_BxTxKxGxH, k_BxKxSxH.astype(q_BxTxKxGxH.dtype),
         preferred_element_type=jnp.float32) / math.sqrt(c.head_dim)
     scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
-    probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxSxKxH.dtype)
-    out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxSxKxH)
+    probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
+    out_BxTxKxGxH = jnp.einsum("bkgts,bksh->btkgh", probs_BxKxGxTxS, v_BxKxSxH)
     out_BxTxD = self.o_proj(out_BxTxKxGxH.reshape(b, t, c.n_heads * c.head_dim))
     return out_BxTxD, new_kv
 
@@ -271,13 +273,13 @@ class Transformer(nnx.Module):
       cache = cache._replace(valid_BxS=valid_BxS)
     attn_BxTxS = attention_mask(mask_BxT, cache)
     run = _run_block_remat if c.remat else _run_block
-    kv = None if cache is None else (cache.k_LxBxSxKxH, cache.v_LxBxSxKxH)
+    kv = None if cache is None else (cache.k_LxBxKxSxH, cache.v_LxBxKxSxH)
     for i, block in enumerate(self.layers):
       layer_kv = None if kv is None else (*kv, cache.end, i)
       x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, attn_BxTxS, layer_kv)
     h_BxTxD = self.norm(x_BxTxD)
     if cache is not None:
-      cache = KVCache(k_LxBxSxKxH=kv[0], v_LxBxSxKxH=kv[1], valid_BxS=cache.valid_BxS,
+      cache = KVCache(k_LxBxKxSxH=kv[0], v_LxBxKxSxH=kv[1], valid_BxS=cache.valid_BxS,
                       end=cache.end + tokens_BxT.shape[1])
     return h_BxTxD, cache
 

@@ -1,0 +1,88 @@
+"""`python -m scorejax.sample`: ids line, text line, and bad input reported without a traceback."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hf_fixtures import build_hf_model
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789+-*=: \n<>"
+VOCAB = 4 + len(ALPHABET)  # 49
+_ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def _save_char_tokenizer(path):
+  """A one-character-per-token HF tokenizer: [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, then ALPHABET."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "[UNK]": 3}
+  vocab.update({c: i + 4 for i, c in enumerate(ALPHABET)})
+  backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+  backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+  backend.decoder = decoders.Fuse()
+  PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]",
+                          eos_token="[EOS]", unk_token="[UNK]").save_pretrained(str(path))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A tiny Llama (EOS 2) with a character tokenizer of its vocabulary, and transformers' greedy output."""
+  import torch
+  path = tmp_path_factory.mktemp("llama_tok")
+  model = build_hf_model("llama", initializer_range=0.3, vocab_size=VOCAB)
+  model.save_pretrained(path)
+  _save_char_tokenizer(path)
+  prompt_ids = [ALPHABET.index(c) + 4 for c in "12+3="]
+  with torch.no_grad():
+    out = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=6, do_sample=False,
+                         eos_token_id=2, pad_token_id=0)
+  return str(path), prompt_ids, out[0, len(prompt_ids):].tolist()
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "scorejax.sample", *args], capture_output=True, text=True,
+                        env=_ENV, timeout=300)
+
+
+def test_prompt_text_prints_greedy_ids_then_text(checkpoint):
+  path, _, expected = checkpoint
+  proc = _run(f"--hf_dir={path}", "--prompt=12+3=", "--max_new_tokens=6", "--greedy")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # transformers' greedy tokens, cut after EOS (2) if it came; the text skips special tokens.
+  ids = expected[:expected.index(2) + 1] if 2 in expected else expected
+  text = "".join(ALPHABET[t - 4] for t in ids if t >= 4)
+  assert proc.stdout.endswith("ids=" + ",".join(map(str, ids)) + "\n" + text + "\n"), proc.stdout
+
+
+def test_bad_input_exits_with_a_message(checkpoint):
+  path, prompt_ids, _ = checkpoint
+  ids = ",".join(map(str, prompt_ids))
+  proc = _run(f"--hf_dir={path}", f"--prompt_ids={ids}", "--max_new_tokens=6", "--stop_ids=500")
+  assert proc.returncode == 1
+  assert "error: stop token 500 is outside the model's vocabulary [0, 49)" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = _run(f"--hf_dir={path}", "--prompt_ids=1,x", "--max_new_tokens=6")
+  assert proc.returncode != 0 and "'x' is not an integer token id" in proc.stderr
+
+
+def test_prompt_ids_work_without_a_tokenizer(checkpoint, tmp_path):
+  import jax
+  from scorejax.models import hf
+  from scorejax.sampling import Sample, SamplerConfig, left_pad, sample
+  path, prompt_ids, _ = checkpoint
+  for name in ("config.json", "model.safetensors"):
+    with open(os.path.join(path, name), "rb") as f, open(tmp_path / name, "wb") as g:
+      g.write(f.read())
+  proc = _run(f"--hf_dir={tmp_path}", "--prompt_ids=" + ",".join(map(str, prompt_ids)),
+              "--max_new_tokens=6", "--temperature=0.8", "--top_p=0.9", "--seed=3")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # The same draw in process: key(seed), the model's EOS (2) as stop token, pad 0.
+  lm, params = hf.load_hf(str(tmp_path))
+  tokens, mask = left_pad([prompt_ids], 0)
+  r = sample(lm, params, tokens, mask, jax.random.key(3), Sample(temperature=0.8, top_p=0.9),
+             SamplerConfig(max_new_tokens=6))
+  ids = np.asarray(r.tokens_BxN)[0, :int(r.lengths_B[0])].tolist()
+  assert proc.stdout.endswith("ids=" + ",".join(map(str, ids)) + "\n"), proc.stdout  # no text line
