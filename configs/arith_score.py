@@ -24,7 +24,12 @@ def get_config(arg: str = ""):
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "arith"  # the built-in arithmetic task
-  c.task.preset = "default"  # difficulty: a key of scorejax.tasks.arith.PRESETS
+  c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
+      min_steps=2, max_steps=3,  # operations per problem
+      max_start=20, max_add=20, max_mul=3,  # start value, +/- operand, * operand ranges
+      max_value=60,  # every intermediate result stays in 0..max_value
+      ops="+-",  # operations a problem may use (a subset of "+-*")
+  ))
   c.task.phrasing = "symbols"  # "symbols" or "words"
   c.task.eval_size = 500  # held-out problems for the final tables
   c.task.eval_seed = 1234  # which held-out problems

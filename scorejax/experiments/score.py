@@ -42,58 +42,16 @@ from scorejax.models import LM, hf, tiny_arith
 from scorejax.objectives import score as score_obj
 from scorejax.objectives.logprobs import sequence_logprobs
 from scorejax.objectives.sft import nll_token_mean
+from scorejax.experiments.score_tasks import PHASES, ArithTask, make_task
 from scorejax.sampling import Greedy, Sample, SamplerConfig, continue_sampling, left_pad, sample
-from scorejax.tasks import arith, templates
-from scorejax.tokenizers import CharTokenizer
+from scorejax.tasks import arith
 from scorejax.train_step import OptimizerConfig, TrainState, init_train_state, make_optimizer, make_train_step
 
-PHASES = ("base", "stage1", "stage2")
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 
 
 class Preempted(Exception):
   """SIGTERM arrived; the state was checkpointed and the run can be resumed."""
-
-
-# ----------------------------------------------------------------------------
-# Task: prompts, the instruction, rewards
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ArithTask:
-  """The built-in arithmetic task, tokenized for the model."""
-
-  config: ml_collections.ConfigDict
-
-  def __post_init__(self):
-    c = self.config
-    if c.preset not in arith.PRESETS:
-      raise ValueError(f"config.task.preset={c.preset!r}; expected one of {sorted(arith.PRESETS)}")
-    self.arith = dataclasses.replace(arith.PRESETS[c.preset], phrasing=c.phrasing)
-    self.tokenizer = CharTokenizer()
-    self.templates = templates.get_templates("arith")
-    self.instruction_ids = self.tokenizer.encode(self.templates.self_correct)
-    self.eval_problems = arith.make_problems(self.arith, "eval", c.eval_size, seed=c.eval_seed)
-
-  def prompt_ids(self, problem) -> list[int]:
-    text = templates.render(self.tokenizer, templates.solve_messages(self.templates, problem.text))
-    return self.tokenizer.encode(text)
-
-  def answer_ids(self, text: str) -> list[int]:
-    return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
-
-  def text(self, ids) -> str:
-    return self.tokenizer.decode([t for t in ids if t != self.tokenizer.eos_id])
-
-  def reward(self, problem, ids) -> float:
-    return arith.reward(problem, self.text(ids))
-
-  def train_problems(self, seed: int, phase: str, step: int, n: int):
-    """n training problems, a function of (seed, phase, step) only."""
-    stream_seed = int(np.random.SeedSequence([seed, PHASES.index(phase), step]).generate_state(1)[0])
-    stream = arith.iter_problems(self.arith, "train", seed=stream_seed)
-    return [next(stream) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------
@@ -161,7 +119,7 @@ def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: 
 def evaluate(lm: LM, params, task: ArithTask, config, mesh, num_problems: int | None = None) -> dict:
   """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on held-out problems."""
   problems = task.eval_problems[:num_problems]
-  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=(task.tokenizer.eos_id,),
+  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=task.stop_ids,
                           pad_id=task.tokenizer.pad_id)
   t1, t2, examples = [], [], []
   bs = config.eval.batch_size
@@ -315,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # MESH
   mesh = parallel.make_mesh(dict(config.mesh))
   # DATA
-  task = ArithTask(config.task)
+  task = make_task(config.task)
   # MODEL
   lm, loaded = build_model(config, task, mesh)
   parallel.check_model_fits(lm.config, mesh)
@@ -327,7 +285,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
   runner = PhaseRunner(config, workdir, lm, mesh, writer)
   chunk = config.logprob_chunk
-  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=(task.tokenizer.eos_id,),
+  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=task.stop_ids,
                           pad_id=task.tokenizer.pad_id)
   rule = Sample(temperature=config.sampling.temperature)
   ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
