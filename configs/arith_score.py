@@ -3,6 +3,7 @@
   python -m scorejax.main --config=configs/arith_score.py --workdir=/tmp/score
   python -m scorejax.main --config=configs/arith_score.py:smoke --workdir=/tmp/score_smoke
   python -m scorejax.main --config=configs/arith_score.py --workdir=/tmp/s1 --config.seed=1
+  python -m scorejax.main --config=configs/arith_score.py:star --workdir=/tmp/star   # a baseline
 
 A tiny Llama-style model learns the task by SFT on noisy two-attempt solutions
 (so it makes mistakes and does not know how to fix them), then SCoRe Stage I
@@ -48,7 +49,7 @@ def get_config(arg: str = ""):
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0  # training rollouts (the paper samples at 1.0); evaluation is greedy
-  c.sampling.max_new_tokens = 64  # per attempt
+  c.sampling.max_new_tokens = 48  # per attempt (a 3-step solution is at most 36 characters)
 
   c.base = ml_collections.ConfigDict()
   c.base.steps = 600  # SFT steps of the base policy
@@ -59,8 +60,8 @@ def get_config(arg: str = ""):
   c.base.second_error_rate = 0.3  # same for second attempts
   c.base.second_attempt = "independent"  # "independent": a fresh noisy attempt; "copy": repeat y1
 
-  c.stage1 = _stage(steps=100, learning_rate=1e-4, alpha=0.0, beta1=0.01, beta2=0.1)
-  c.stage2 = _stage(steps=150, learning_rate=1e-4, alpha=10.0, beta1=0.01, beta2=0.0)
+  c.stage1 = _stage("score_stage1", steps=100, learning_rate=1e-4, alpha=0.0, beta1=0.01, beta2=0.1)
+  c.stage2 = _stage("score_stage2", steps=150, learning_rate=1e-4, alpha=10.0, beta1=0.01, beta2=0.0)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 250  # problems decoded together
@@ -72,22 +73,63 @@ def get_config(arg: str = ""):
   c.checkpoint.max_to_keep = 2
   c.checkpoint.async_save = True
 
-  if arg == "smoke":
-    c.log_every = 5
-    c.task.eval_size = 64
-    c.model.d_model, c.model.n_layers, c.model.d_ff = 64, 2, 128
-    c.base.steps, c.base.batch_size, c.base.warmup_steps = 60, 32, 10
-    c.stage1.steps = c.stage2.steps = 10
-    c.stage1.batch_size = c.stage2.batch_size = 16
-    c.eval.batch_size, c.eval.every, c.eval.interval_problems = 64, 10, 32
-    c.checkpoint.every = 10
-  elif arg:
-    raise ValueError(f"configs/arith_score.py: unknown variant {arg!r}; expected '' or 'smoke'")
+  parts = [p for p in arg.split(",") if p]
+  for part in sorted(parts, key=lambda p: p != "smoke"):  # shrink first, then change
+    if part == "smoke":
+      _shrink(c)
+    elif part in VARIANTS:
+      VARIANTS[part](c)
+    else:
+      raise ValueError(f"configs/arith_score.py: unknown variant {part!r}; expected 'smoke' or one of "
+                       f"{sorted(VARIANTS)} (comma-separated)")
   return c
 
 
-def _stage(steps, learning_rate, alpha, beta1, beta2):
+def _shrink(c):
+  """The same pipeline in under two minutes: for tests and quick checks."""
+  c.log_every = 5
+  c.task.eval_size = 64
+  c.model.d_model, c.model.n_layers, c.model.d_ff = 64, 2, 128
+  c.base.steps, c.base.batch_size, c.base.warmup_steps = 60, 32, 10
+  c.stage1.steps = c.stage2.steps = 10
+  c.stage1.batch_size = c.stage2.batch_size = 16
+  c.eval.batch_size, c.eval.every, c.eval.interval_problems = 64, 10, 32
+  c.checkpoint.every = 10
+
+
+def _no_training(c):
+  c.stage1.steps = c.stage2.steps = 0
+
+
+def _baseline(method):
+  def apply(c):
+    c.stage1.steps = 0
+    c.stage2.method = method
+  return apply
+
+
+def _no_stage1(c):
+  c.stage1.steps = 0
+
+
+def _no_shaping(c):
+  c.stage2.alpha = 0.0
+
+
+# Baselines and ablations of the SCoRe paper (Tables 2 and 4), each the same run with one change.
+VARIANTS = {
+    "self_refine": _no_training,  # the base model with the self-correction prompt
+    "star": _baseline("star"),  # SFT on the policy's own successful second attempts
+    "pair_sft": _baseline("pair_sft"),  # SFT on (wrong, right) pairs
+    "single_turn": _baseline("single_turn"),  # RL on the first attempt only
+    "no_stage1": _no_stage1,  # SCoRe without Stage I
+    "no_shaping": _no_shaping,  # SCoRe with alpha = 0
+}
+
+
+def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s = ml_collections.ConfigDict()
+  s.method = method  # score_stage1, score_stage2, or a baseline's: single_turn, star, pair_sft
   s.steps = steps
   s.batch_size = 64  # episodes per step
   s.samples_per_prompt = 1  # > 1 with baseline "rloo" / "grpo"
@@ -99,4 +141,5 @@ def _stage(steps, learning_rate, alpha, beta1, beta2):
   s.beta2 = beta2  # KL weight on y1 in Stage I (the paper: 0.1)
   s.kl_estimator = "k2"
   s.baseline = "batch_mean"  # REINFORCE baseline: none, batch_mean, rloo, grpo
+  s.pair_error_rate = 0.5  # pair_sft: share of first attempts with an error (the rest are repeated)
   return s

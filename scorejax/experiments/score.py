@@ -39,6 +39,7 @@ from scorejax.evaluation import score_metrics
 from scorejax.experiments.episodes import generated_ids, pack_episodes
 from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl, truncate_after, write_json
 from scorejax.models import LM, hf, tiny_arith
+from scorejax.objectives import advantages, policy_gradient
 from scorejax.objectives import score as score_obj
 from scorejax.objectives.logprobs import sequence_logprobs
 from scorejax.objectives.sft import nll_token_mean
@@ -157,6 +158,17 @@ def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
   return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
 
 
+def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, np.ndarray]:
+  """Pair-SFT: [x, y1, p, y2] with a noisy y1 and a correct y2 written by the task."""
+  c = config[phase]
+  problems = task.train_problems(config.seed, phase, step, c.batch_size)
+  rng = np.random.default_rng([config.seed, 11, step])
+  rows = [[(task.prompt_ids(pair.first.problem), None), (task.answer_ids(pair.first.text), "y1"),
+           (task.instruction_ids, None), (task.answer_ids(pair.second.text), "y2")]
+          for pair in arith.two_attempt_examples(problems, rng, first_error_rate=c.pair_error_rate)]
+  return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+
+
 def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
   rows = [[(x, None), (y1, "y1"), (task.instruction_ids, None), (y2, "y2")]
           for x, y1, y2 in zip(ep.prompts, ep.y1, ep.y2)]
@@ -194,6 +206,54 @@ def score_loss_fn(lm: LM, chunk: int, objective: Callable, cfg: score_obj.ScoreC
   return loss_fn
 
 
+def single_turn_loss_fn(lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
+  """Single-turn RL baseline: REINFORCE on y1 with r(y1), KL beta1; y2 is not trained."""
+  def loss_fn(params, batch, rng):
+    del rng
+    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
+                             chunk_size=chunk)
+    advantage_B = advantages.compute_advantages(cfg.baseline, batch["reward_y1_B"], cfg.group_size)
+    loss, aux = policy_gradient.reinforce_loss(logp, batch["ref_logp_BxT"], batch["mask_y1_BxT"], advantage_B,
+                                               kl_coef=cfg.beta1, kl_estimator=cfg.kl_estimator)
+    return loss, dict(aux, reward_y1=jnp.mean(batch["reward_y1_B"]), reward_y2=jnp.mean(batch["reward_y2_B"]))
+  return loss_fn
+
+
+def second_attempt_sft_loss_fn(lm: LM, chunk: int, filtered: bool):
+  """SFT on y2 tokens: Pair-SFT (every row) or STaR (only rows whose y2 was right)."""
+  def loss_fn(params, batch, rng):
+    del rng
+    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
+                             chunk_size=chunk)
+    mask = batch["mask_y2_BxT"]
+    aux = {}
+    if filtered:
+      keep_B = batch["reward_y2_B"] > 0.5
+      mask = mask & keep_B[:, None]
+      aux = {"kept": jnp.mean(keep_B.astype(jnp.float32)), "reward_y1": jnp.mean(batch["reward_y1_B"]),
+             "reward_y2": jnp.mean(batch["reward_y2_B"])}
+    return nll_token_mean(logp, mask), aux
+  return loss_fn
+
+
+METHODS = ("score_stage1", "score_stage2", "single_turn", "star", "pair_sft")
+
+
+def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
+  """The loss of a training phase and whether its batches are the policy's own episodes."""
+  if method == "score_stage1":
+    return score_loss_fn(lm, chunk, score_obj.stage1_loss, cfg), True
+  if method == "score_stage2":
+    return score_loss_fn(lm, chunk, score_obj.stage2_loss, cfg), True
+  if method == "single_turn":
+    return single_turn_loss_fn(lm, chunk, cfg), True
+  if method == "star":
+    return second_attempt_sft_loss_fn(lm, chunk, filtered=True), True
+  if method == "pair_sft":
+    return second_attempt_sft_loss_fn(lm, chunk, filtered=False), False
+  raise ValueError(f"phase method {method!r}; expected one of {METHODS}")
+
+
 # ----------------------------------------------------------------------------
 # The loop of one phase
 # ----------------------------------------------------------------------------
@@ -229,6 +289,8 @@ class PhaseRunner:
   def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
           make_batch: Callable[[int, TrainState], dict], step_offset: int, eval_fn=None):
     """Trains `steps` steps from `params`; returns the final params. Resumes when it can."""
+    if steps == 0:  # nothing to train (e.g. an instruct checkpoint is the base policy)
+      return params
     optimizer = make_optimizer(opt_cfg)
     state, shardings = init_train_state(self.lm.init, optimizer, jax.random.key(self.config.seed),
                                         self.mesh, params=params)
@@ -306,21 +368,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {f"eval_{k}": m[k] for k in METRIC_KEYS}
 
   # BASE POLICY
+  if config.base.steps and not isinstance(task, ArithTask):
+    raise ValueError(f"config.base.steps={config.base.steps}: the base SFT phase writes noisy solutions of "
+                     f"the built-in task only, not of task {config.task.name!r}; set --config.base.steps=0 "
+                     "to start from the loaded model")
   base_opt = OptimizerConfig(learning_rate=config.base.learning_rate, warmup_steps=config.base.warmup_steps,
                              schedule="cosine", total_steps=max(1, config.base.steps), grad_clip_norm=1.0)
   params = runner.run("base", config.base.steps, base_opt, params, sft_loss_fn(lm, chunk),
                       lambda step, state: (base_sft_batch(task, config, step), {}), offsets[0])
   evaluate_once("base", params)
 
-  # STAGE I and STAGE II
-  for phase, objective, offset in (("stage1", score_obj.stage1_loss, offsets[1]),
-                                   ("stage2", score_obj.stage2_loss, offsets[2])):
+  # STAGE I and STAGE II (or a baseline's training phase in their place)
+  for phase, offset in (("stage1", offsets[1]), ("stage2", offsets[2])):
     c = config[phase]
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt)
+    loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg)
     ref_params = params  # pi_ref: the model at the start of the stage
 
-    def make_batch(step, state, phase=phase, c=c, ref_params=ref_params):
+    def make_batch(step, state, phase=phase, c=c, ref_params=ref_params, on_policy=on_policy):
+      if not on_policy:
+        return pair_sft_batch(task, config, phase, step), {}
       n_prompts = c.batch_size // c.samples_per_prompt
       problems = task.train_problems(config.seed, phase, step, n_prompts)
       problems = [p for p in problems for _ in range(c.samples_per_prompt)]
@@ -335,8 +403,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps,
                           total_steps=max(1, c.steps), grad_clip_norm=c.grad_clip_norm)
-    params = runner.run(phase, c.steps, opt, params, score_loss_fn(lm, chunk, objective, cfg), make_batch,
-                        offset, eval_fn=interval_eval)
+    params = runner.run(phase, c.steps, opt, params, loss_fn, make_batch, offset, eval_fn=interval_eval)
     evaluate_once(phase, params)
 
   # REPORT

@@ -1,0 +1,105 @@
+"""Baselines and ablations side by side: one table, mean and std over seeds.
+
+  python -m scorejax.sweep --config=configs/arith_score.py --workdir=/tmp/sweep \\
+      --variants=score,self_refine,star,pair_sft,single_turn,no_stage1,no_shaping --seeds=0,1,2
+
+Each (variant, seed) is an ordinary main-job run in WORKDIR/<variant>/seed<S>
+(so rerunning the sweep resumes, and finished runs are not repeated). Runs of
+one seed share their base policy: the first run trains it and the others start
+from a copy of its base checkpoint, since the base phase does not depend on
+the variant. Every run is evaluated on the same held-out problems; the table
+reports the final model (after stage2) of each run.
+
+Writes WORKDIR/table.json and WORKDIR/table.md and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags
+
+_CONFIG = flags.DEFINE_string("config", "configs/arith_score.py", "Config file of the main job.")
+_VARIANTS = flags.DEFINE_list("variants", ["score", "self_refine", "star", "pair_sft", "single_turn",
+                                           "no_stage1", "no_shaping"],
+                              "Config variants; 'score' is the config itself.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one run per variant and seed.")
+_EXTRA = flags.DEFINE_string("extra", "", "Variant parts added to every run, e.g. 'smoke'.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
+_OVERRIDES = flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE passed to every run.")
+
+METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+
+
+def config_arg(config: str, variant: str, extra: str) -> str:
+  parts = [p for p in ([] if variant == "score" else [variant]) + extra.split(",") if p]
+  return config + (":" + ",".join(parts) if parts else "")
+
+
+def run_one(config: str, workdir: str, seed: str, overrides: list[str]) -> None:
+  cmd = [sys.executable, "-m", "scorejax.main", f"--config={config}", f"--workdir={workdir}",
+         f"--config.seed={seed}", *overrides]
+  print("+", " ".join(cmd), flush=True)
+  subprocess.run(cmd, check=True)
+
+
+def share_base(src_workdir: str, dst_workdir: str) -> None:
+  """Starts a run from another run's finished base phase (same seed, same base config)."""
+  src = os.path.join(src_workdir, "checkpoints", "base")
+  dst = os.path.join(dst_workdir, "checkpoints", "base")
+  if os.path.isdir(src) and not os.path.exists(dst):
+    shutil.copytree(src, dst)
+
+
+def summarize(finals: dict[str, list[dict]]) -> dict:
+  """{variant: {metric: {"mean", "std", "values"}}} from each run's final eval row."""
+  out = {}
+  for variant, rows in finals.items():
+    out[variant] = {m: {"mean": float(np.mean([r[m] for r in rows])),
+                        "std": float(np.std([r[m] for r in rows])),
+                        "values": [r[m] for r in rows]} for m in METRICS}
+  return out
+
+
+def markdown(table: dict, seeds: list[str]) -> str:
+  head = "| variant | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS)
+  rows = [f"| {v} | " + " | ".join(f"{100 * t[m]['mean']:.1f} ± {100 * t[m]['std']:.1f}" for m in METRICS) + " |"
+          for v, t in table.items()]
+  return (f"Final model of each run, % of held-out problems, mean ± std over seeds {','.join(seeds)}\n\n"
+          + "\n".join([head, *rows]) + "\n")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  root = _WORKDIR.value
+  finals: dict[str, list[dict]] = {}
+  for seed in _SEEDS.value:
+    first = None
+    for variant in _VARIANTS.value:
+      workdir = os.path.join(root, variant, f"seed{seed}")
+      if first is not None:
+        share_base(first, workdir)
+      run_one(config_arg(_CONFIG.value, variant, _EXTRA.value), workdir, seed, _OVERRIDES.value)
+      first = first or workdir
+      with open(os.path.join(workdir, "eval.json")) as f:
+        finals.setdefault(variant, []).append(json.load(f)["stage2"])
+  table = summarize(finals)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, "table.json"), "w") as f:
+    json.dump(table, f, indent=2)
+  text = markdown(table, _SEEDS.value)
+  with open(os.path.join(root, "table.md"), "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,40 @@
+"""`python -m scorejax.sweep`: baselines share a base policy and land in one table."""
+
+import json
+import os
+import subprocess
+import sys
+
+from scorejax import sweep
+
+TINY = ["--config.base.steps=8", "--config.stage1.steps=2", "--config.stage2.steps=2",
+        "--config.task.eval_size=8", "--config.eval.batch_size=8", "--config.eval.every=0",
+        "--config.checkpoint.async_save=False", "--config.tensorboard=False"]
+
+
+def test_config_arg_and_summary():
+  assert sweep.config_arg("configs/a.py", "score", "") == "configs/a.py"
+  assert sweep.config_arg("configs/a.py", "star", "smoke") == "configs/a.py:star,smoke"
+  rows = [dict(acc_t1=0.5, acc_t2=0.6, delta=0.1, delta_i2c=0.2, delta_c2i=0.1),
+          dict(acc_t1=0.7, acc_t2=0.6, delta=-0.1, delta_i2c=0.1, delta_c2i=0.2)]
+  table = sweep.summarize({"score": rows})
+  assert table["score"]["acc_t1"]["mean"] == 0.6
+  assert abs(table["score"]["acc_t1"]["std"] - 0.1) < 1e-12  # population std of 0.5, 0.7
+  assert table["score"]["delta"]["values"] == [0.1, -0.1]
+  assert "| score | 60.0 ± 10.0 |" in sweep.markdown(table, ["0", "1"])
+
+
+def test_sweep_runs_variants_sharing_the_base(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "scorejax.sweep", f"--workdir={tmp_path}", "--variants=score,pair_sft",
+         "--seeds=0", "--extra=smoke"] + [f"--override={o}" for o in TINY]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads((tmp_path / "table.json").read_text())
+  assert set(table) == {"score", "pair_sft"}
+  base = [json.loads((tmp_path / v / "seed0" / "eval.json").read_text())["base"] for v in table]
+  assert base[0]["acc_t1"] == base[1]["acc_t1"]  # one base policy, evaluated on the same problems
+  # pair_sft never trained a stage1 (its base checkpoint was copied, not retrained)
+  records = [json.loads(l) for l in open(tmp_path / "pair_sft" / "seed0" / "metrics.jsonl")]
+  assert not any(r["phase"] == "base" and "loss" in r for r in records)
+  assert "variant" in (tmp_path / "table.md").read_text()
