@@ -1,0 +1,118 @@
+"""SCoRe on an HF checkpoint, on MATH (MATH500 held out) or GSM8K: the config both HF configs share.
+
+configs/qwen_score.py and configs/llama_score.py differ only in the model
+directory; see their docstrings for how to get the data and run them.
+"""
+
+import ml_collections
+
+MATH_TRAIN = "/data/math/train.jsonl"
+MATH500_TEST = "/data/math500/test.jsonl"
+GSM8K_DATA_DIR = "/data/tfds"
+
+# Mesh axes as data: parameters, gradients and Adam state are sharded over one
+# FSDP axis (a 1-2B model with its Adam state fits a v5e chip's 16 GB only when split);
+# -1 takes the remaining devices.
+MESHES = {
+    "": {"data": 1, "fsdp": -1, "tensor": 1},
+    "tpu": {"data": 1, "fsdp": -1, "tensor": 1},  # v4-8 (4 chips) or v5e-8 (8 chips), one host
+    "gpu": {"data": 1, "fsdp": -1, "tensor": 1},  # 8 GPUs on one host, NVLink between all
+}
+
+
+def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.ConfigDict:
+  """The config of `config_file` (named in errors) for the checkpoint in `model_dir`."""
+  parts = [p for p in arg.split(",") if p]
+  datasets = [p for p in parts if p in ("math", "gsm8k")]
+  hosts = [p for p in parts if p in ("tpu", "gpu")]
+  unknown = [p for p in parts if p not in ("math", "gsm8k", "tpu", "gpu")]
+  if unknown or len(datasets) > 1 or len(hosts) > 1:
+    raise ValueError(f"{config_file}: bad argument {arg!r}; expected one of math / gsm8k, "
+                     "optionally with one of tpu / gpu, e.g. 'math,tpu'")
+  dataset = datasets[0] if datasets else "math"
+  host = hosts[0] if hosts else ""
+
+  c = ml_collections.ConfigDict()
+  c.experiment = "score"  # scorejax.experiments.<experiment>.run(config, workdir)
+  c.seed = 0  # data order and sampling keys
+  c.mesh = dict(MESHES[host])
+  c.log_every = 1  # steps between metrics.jsonl records (a step is a whole batch of rollouts)
+  c.tensorboard = True  # also write TensorBoard event files
+  c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits
+
+  c.model = ml_collections.ConfigDict()
+  c.model.hf_dir = model_dir  # HF checkpoint directory (config.json + safetensors); read locally
+  c.model.preset = ""  # unused while hf_dir is set: the checkpoint defines the architecture
+  c.model.param_dtype = "bfloat16"
+  c.model.dtype = "bfloat16"  # compute dtype
+  c.model.remat = True  # recompute activations in the backward pass: episodes are ~2.5k tokens
+
+  c.task = _task(dataset, c.model)
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.temperature = 1.0  # training rollouts (the paper samples at 1.0); evaluation is greedy
+  # Per attempt: MATH solutions of 1-2B instruct models run to several hundred tokens; GSM8K's are shorter.
+  c.sampling.max_new_tokens = 1024 if dataset == "math" else 512
+
+  c.base = ml_collections.ConfigDict()
+  c.base.steps = 0  # the loaded model is the base policy: its params pass through, then "base" is evaluated
+  c.base.batch_size = 64  # read only when steps > 0
+  c.base.learning_rate = 5e-6  # read only when steps > 0
+  c.base.warmup_steps = 0  # read only when steps > 0
+
+  # The paper: 3000 steps of batch 512 on MATH. One 8-chip host samples 128
+  # episodes (2 attempts each) per step in reasonable time, so batches are 4x
+  # smaller and the stages together run 600 steps (~77k episodes).
+  c.stage1 = _stage("score_stage1", steps=200, alpha=0.0, beta1=0.01, beta2=0.1)
+  c.stage2 = _stage("score_stage2", steps=400, alpha=10.0, beta1=0.01, beta2=0.0)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64  # problems decoded together (greedy)
+  c.eval.every = 50  # RL steps between evaluations on eval.interval_problems (0: only at phase ends)
+  c.eval.interval_problems = 128  # a fixed prefix of the held-out set
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 25  # steps between checkpoints (a step takes tens of seconds)
+  c.checkpoint.max_to_keep = 2
+  c.checkpoint.async_save = True
+
+  if host == "gpu":  # 80 GB per device: decode more problems at once
+    c.eval.batch_size = 128
+  return c
+
+
+def _task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.name = dataset  # "math": MATH train / MATH500 eval files; "gsm8k": tfds GSM8K
+  if dataset == "math":
+    t.train_path = MATH_TRAIN  # MATH train split (.jsonl / .json / .parquet; answer from \boxed{})
+    t.eval_path = MATH500_TEST  # MATH500 test.jsonl, the paper's held-out set
+  else:
+    t.data_dir = GSM8K_DATA_DIR  # tfds data_dir prepared by `python -m scorejax.tasks.gsm8k`
+    t.train_split = "train"  # GSM8K split the RL batches are drawn from
+    t.eval_split = "test"  # held-out split (1319 problems)
+  t.eval_size = 0  # first N held-out problems for the tables; 0: all (MATH500: 500)
+  # The tokenizer directory; follows model.hf_dir unless overridden itself.
+  t.tokenizer_dir = model.get_ref("hf_dir") + ""
+  t.templates = "math"  # scorejax.tasks.templates set; holds SCoRe's verbatim instruction
+  t.chat_template = True  # render through the tokenizer's chat template when it has one
+  return t
+
+
+def _stage(method, steps, alpha, beta1, beta2):
+  s = ml_collections.ConfigDict()
+  s.method = method  # score_stage1, score_stage2, or an on-policy baseline's: single_turn, star
+  s.steps = steps
+  s.batch_size = 128  # episodes per step (the paper: 512)
+  # 4 samples per problem so each episode's baseline is its siblings' mean
+  # reward (the paper only says REINFORCE with a baseline).
+  s.samples_per_prompt = 4
+  s.learning_rate = 5e-6  # Adam (the paper, MATH)
+  s.warmup_steps = 10
+  s.grad_clip_norm = 1.0
+  s.alpha = alpha  # reward shaping weight (Stage II; the paper: 10)
+  s.beta1 = beta1  # KL weight on y2 (Stage I), on y1 and y2 (Stage II); the paper: 0.01
+  s.beta2 = beta2  # KL weight on y1 in Stage I (the paper: 0.1)
+  s.kl_estimator = "k2"
+  s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo, grpo
+  return s
