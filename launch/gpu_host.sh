@@ -7,7 +7,7 @@
 #   launch/gpu_host.sh configs/llama_score.py:gsm8k,gpu /data/runs/llama_gsm8k --config.seed=1
 #
 # Installs the project with the GPU extra into $SCOREJAX_VENV (default: .venv beside
-# pyproject.toml) when pyproject.toml has changed, then runs the experiment on all the
+# pyproject.toml; see launch/local.sh) when pyproject.toml has changed, then runs the experiment on all the
 # GPUs JAX sees. Rerunning the same line resumes from WORKDIR's checkpoints. On several
 # hosts, start it on each under SLURM (`srun --ntasks-per-node=1 launch/gpu_host.sh ...`):
 # jax.distributed reads the job from SLURM's environment.
@@ -19,17 +19,4 @@ fi
 config="$1" workdir="$2"
 shift 2
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${SCOREJAX_VENV:-$root/.venv}"
-stamp="$venv/.scorejax-gpu-installed"
-want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
-
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$root[gpu]"
-  echo "$want" > "$stamp"
-fi
-cd "$root"
-exec "$venv/bin/python" -m scorejax.main --config="$config" --workdir="$workdir" "$@"
+SCOREJAX_EXTRAS=gpu exec "$root/launch/local.sh" python -m scorejax.main --config="$config" --workdir="$workdir" "$@"
