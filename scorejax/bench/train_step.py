@@ -14,14 +14,13 @@ convention) divided by the measured step time.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax import parallel
+from scorejax import bench, parallel
 from scorejax.models import LM, ModelConfig
 from scorejax.objectives.logprobs import token_logprobs
 from scorejax.objectives.sft import nll_token_mean
@@ -119,17 +118,19 @@ def run(args) -> dict:
   }
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  result = run(args)
-  print(f"{'metric':<26}{'value':>16}")
+def _table(result: dict) -> str:
+  lines = [f"{'metric':<26}{'value':>16}"]
   for key in ("params", "batch", "seq", "step_s", "tokens_per_s", "achieved_flops_per_s",
               "matmul_peak_flops_per_s", "fraction_of_peak"):
     value = result[key]
-    print(f"{key:<26}{value:>16.4g}" if isinstance(value, float) else f"{key:<26}{value:>16}")
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
+    lines.append(f"{key:<26}{value:>16.4g}" if isinstance(value, float) else f"{key:<26}{value:>16}")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  result = run(args)
+  bench.emit(result, _table(result), args.out)
   return 0
 
 
