@@ -64,6 +64,14 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def read_json(path: str) -> dict:
+  """A JSON file's object, or {} when the file does not exist yet."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def truncate_after(path: str, phase: str, step: int) -> None:
   """Drops records of `phase` logged after `step`: a resumed run rewrites them identically."""
   records = read_jsonl(path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import signal
 import time
@@ -37,7 +36,8 @@ from scorejax import parallel
 from scorejax.checkpoint import Checkpointer, CheckpointConfig, abstract_like
 from scorejax.evaluation import score_metrics
 from scorejax.experiments.episodes import generated_ids, pack_episodes
-from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl, truncate_after, write_json
+from scorejax.metrics import (MetricWriter, format_table, plot_curves, read_json, read_jsonl, truncate_after,
+                              write_json)
 from scorejax.models import LM, hf, tiny_arith
 from scorejax.objectives import advantages, policy_gradient
 from scorejax.objectives import score as score_obj
@@ -117,11 +117,16 @@ def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: 
                   np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32))
 
 
+def sampler_config(config, task) -> SamplerConfig:
+  """Per-attempt budget and stop tokens, shared by training rollouts and evaluation."""
+  return SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=task.stop_ids,
+                       pad_id=task.tokenizer.pad_id)
+
+
 def evaluate(lm: LM, params, task: ArithTask, config, mesh, num_problems: int | None = None) -> dict:
   """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on held-out problems."""
   problems = task.eval_problems[:num_problems]
-  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=task.stop_ids,
-                          pad_id=task.tokenizer.pad_id)
+  sampler = sampler_config(config, task)
   t1, t2, examples = [], [], []
   bs = config.eval.batch_size
   for i in range(0, len(problems), bs):
@@ -277,15 +282,6 @@ class PhaseRunner:
         directory=os.path.join(self.workdir, "checkpoints", phase), max_to_keep=c.max_to_keep,
         save_interval_steps=c.every, async_save=c.async_save))
 
-  def final_params(self, phase: str, abstract_state: TrainState):
-    """The parameters a finished phase ended with, or None if it has not finished."""
-    with self.checkpointer(phase) as ckpt:
-      step = ckpt.latest_step()
-      if step is None:
-        return None
-      state, meta = ckpt.restore(abstract_state, step)
-      return state.params if meta.get("finished") else None
-
   def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
           make_batch: Callable[[int, TrainState], dict], step_offset: int, eval_fn=None):
     """Trains `steps` steps from `params`; returns the final params. Resumes when it can."""
@@ -315,13 +311,13 @@ class PhaseRunner:
           bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "reward_y1", "reward_y2") if k in record})
         if eval_fn is not None and self.config.eval.every and (step + 1) % self.config.eval.every == 0:
           self.writer.write(step_offset + step + 1, phase, eval_fn(state.params))
-        ckpt.save(step + 1, state, dict(meta, finished=step + 1 == steps))
-        if self.preempted:
-          ckpt.save(step + 1, state, dict(meta, finished=step + 1 == steps), force=True)
+        # Step + 1 is never saved yet (a resume starts after the latest save), so forcing
+        # the last step, or the step a SIGTERM arrived in, cannot collide with a save.
+        stop, done = self.preempted, step + 1 == steps
+        ckpt.save(step + 1, state, dict(meta, finished=done), force=done or stop)
+        if stop:
           ckpt.wait_until_finished()
           raise Preempted(f"SIGTERM at {phase} step {step + 1}; rerun the same command to resume")
-      if steps == 0 or ckpt.latest_step() != steps:
-        ckpt.save(steps, state, dict(meta, finished=True), force=True)
       ckpt.wait_until_finished()
     return state.params
 
@@ -347,11 +343,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
   runner = PhaseRunner(config, workdir, lm, mesh, writer)
   chunk = config.logprob_chunk
-  sampler = SamplerConfig(max_new_tokens=config.sampling.max_new_tokens, stop_tokens=task.stop_ids,
-                          pad_id=task.tokenizer.pad_id)
+  sampler = sampler_config(config, task)
   rule = Sample(temperature=config.sampling.temperature)
   ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
-  results = read_json_or_empty(os.path.join(workdir, "eval.json"))
+  results = read_json(os.path.join(workdir, "eval.json"))
   ends = np.cumsum([config[phase].steps for phase in PHASES]).tolist()
   offsets = [0] + ends[:-1]  # global step at which each phase starts
 
@@ -417,9 +412,3 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "loss": ("loss",)})
   return results
 
-
-def read_json_or_empty(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
