@@ -27,8 +27,8 @@ def get_config(arg: str = ""):
   c.task.name = "arith"  # the built-in arithmetic task
   c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
       min_steps=2, max_steps=3,  # operations per problem
-      max_start=20, max_add=20, max_mul=3,  # start value, +/- operand, * operand ranges
-      max_value=60,  # every intermediate result stays in 0..max_value
+      max_start=9, max_add=9, max_mul=3,  # start value, +/- operand, * operand ranges
+      max_value=20,  # every intermediate result stays in 0..max_value
       ops="+-",  # operations a problem may use (a subset of "+-*")
   ))
   c.task.phrasing = "symbols"  # "symbols" or "words"
@@ -56,8 +56,9 @@ def get_config(arg: str = ""):
   c.base.batch_size = 64
   c.base.learning_rate = 3e-3
   c.base.warmup_steps = 50
-  c.base.first_error_rate = 0.3  # share of first attempts in the SFT data with an injected error
-  c.base.second_error_rate = 0.3  # same for second attempts
+  c.base.first_error_rate = 0.2  # share of first attempts in the SFT data with a random error
+  c.base.second_error_rate = 0.2  # same for second attempts
+  c.base.carry_slip_rate = 0.6  # the writer's habit: a carry or borrow is dropped this often, in both attempts
   c.base.second_attempt = "independent"  # "independent": a fresh noisy attempt; "copy": repeat y1
 
   # lr 1e-4 drifts (per-sequence KL ~1 nat in 10 steps, accuracy falls); 2e-5 with RLOO stays stable.
@@ -142,5 +143,6 @@ def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s.beta2 = beta2  # KL weight on y1 in Stage I (the paper: 0.1)
   s.kl_estimator = "k2"
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo (needs samples_per_prompt > 1), grpo
+  s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
   s.pair_error_rate = 0.5  # pair_sft: share of first attempts with an error (the rest are repeated)
   return s

@@ -136,6 +136,41 @@ def test_noisy_writer_error_rate_is_controlled():
   assert all(not s.answer_correct for s in answer_only)
 
 
+def test_dropped_carry_on_hand_examples():
+  assert arith.carry_slip("+", 18, 14) == -10  # 8+4 carries: 22 written for 32
+  assert arith.carry_slip("-", 42, 17) == 10  # 2-7 borrows: 35 written for 25
+  assert arith.carry_slip("+", 12, 3) == arith.carry_slip("-", 36, 4) == arith.carry_slip("*", 7, 5) == 0
+  rng = np.random.default_rng(0)
+  assert arith.corrupt_step(P, (), "dropped_carry", rng) == "7+5=2"  # 7+5 carries
+  assert "dropped_carry" not in arith.applicable_error_types(P, RIGHT[:1])  # 12*3
+  assert "dropped_carry" not in arith.applicable_error_types(P, RIGHT[:2])  # 36-4 does not borrow
+  # 13-9 borrows: the habit writes 14, and the solution goes on from what it wrote.
+  q = arith.ArithProblem(start=13, ops=(("-", 9), ("+", 2)), text="Start at 13. Apply -9 +2.")
+  always = arith.write_solution(q, rng, 0.0, carry_slip_rate=1.0)
+  assert always.lines == ("13-9=14", "14+2=16", "Answer: 16")
+  assert (always.label, always.error_type) == (0, "dropped_carry")
+  assert arith.write_solution(q, rng, 0.0).lines == arith.solution_lines(q)
+  # 9+8 carries, then 17+5 carries again (7+5): each carry slips on its own draw.
+  r = arith.ArithProblem(start=9, ops=(("+", 8), ("+", 5)), text="Start at 9. Apply +8 +5.")
+  assert arith.continue_solution(r, (), rng, carry_slip_rate=1.0) == ("9+8=7", "7+5=2", "Answer: 2")
+
+
+def test_carry_slip_rate_is_per_carrying_step():
+  rng = np.random.default_rng(6)
+  config = arith.ArithConfig(max_add=9, ops=("+", "-"), max_value=60, max_start=50)
+  problems = arith.make_problems(config, "train", 500, seed=0)
+  first_lines = [arith.write_solution(p, rng, 0.0, carry_slip_rate=0.6).lines[0] for p in problems * 4]
+  carrying = [arith.carry_slip(*p.ops[0][:1], p.start, p.ops[0][1]) != 0 for p in problems * 4]
+  slipped = [line != arith.solution_lines(p)[0] for line, p in zip(first_lines, problems * 4)]
+  assert not any(s and not c for s, c in zip(slipped, carrying))  # only carrying steps slip
+  rate = np.sum(slipped) / np.sum(carrying)  # about 1,000 carrying first steps: std 0.016
+  assert abs(rate - 0.6) < 0.06, rate
+  with pytest.raises(ValueError, match="carry_slip_rate"):
+    arith.write_solution(P, rng, 0.0, carry_slip_rate=1.5)
+  with pytest.raises(ValueError, match="needs an rng"):
+    arith.continue_solution(P, (), carry_slip_rate=0.5)
+
+
 def test_splits_are_disjoint_seeded_and_phrasing_independent():
   config = arith.ArithConfig()
   eval_a = arith.make_problems(config, "eval", 100, seed=0)
@@ -187,7 +222,7 @@ def test_two_attempt_examples():
   messages = templates.two_attempt_messages(ts, P.text, "7+5=12", "\n".join(RIGHT))
   assert "".join(m["content"] for m in messages) == (
       "Q: Start at 7. Apply +5 *3 -4.\nA:\n7+5=12\n"
-      "Check each line and rewrite the solution.\nA:\n" + "\n".join(RIGHT)
+      "Check and rewrite.\nA:\n" + "\n".join(RIGHT)
   )
 
 

@@ -138,3 +138,23 @@ def test_loss_factory_matches_direct_call():
 def test_config_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):
     score.ScoreConfig(**kwargs)
+
+
+def test_shaping_baseline_moves_alpha_r1_into_y2s_baseline():
+  # One group of 4 samples of a prompt, (r1, r2) = (1, 1), (1, 1), (0, 0), (1, 0); one token each.
+  ones = jnp.ones((4, 1))
+  batch = score.ScoreBatch(ref_logp_y1_BxT=-ones, mask_y1_BxT=ones, ref_logp_y2_BxT=-ones, mask_y2_BxT=ones,
+                           reward_y1_B=jnp.array([1.0, 1.0, 0.0, 1.0]),
+                           reward_y2_B=jnp.array([1.0, 1.0, 0.0, 0.0]))
+  policy = score.AttemptLogprobs(-ones, -ones)  # at pi_ref: the KL terms have zero gradient
+
+  def y2_advantages(shaping_baseline):
+    config = score.ScoreConfig(alpha=10.0, baseline="rloo", group_size=4, shaping_baseline=shaping_baseline)
+    grads = jax.grad(lambda p: score.stage2_loss(p, batch, config)[0])(policy)
+    return -4.0 * grads.y2_BxT[:, 0]  # d loss / d log pi(y2_b) = -A2_b / B
+
+  # r_hat2 = 1, 1, 0, -10, minus the mean of the 3 others: the failed y2 after a failed y1
+  # (third) gains +8/3 only because a sibling went c->i.
+  np.testing.assert_allclose(y2_advantages(False), [4.0, 4.0, 8 / 3, -32 / 3], atol=1e-5)
+  # (1 + alpha) * r2 = 11, 11, 0, 0 minus the others' mean: both failed y2s are pushed down alike.
+  np.testing.assert_allclose(y2_advantages(True), [22 / 3, 22 / 3, -22 / 3, -22 / 3], atol=1e-5)

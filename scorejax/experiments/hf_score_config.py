@@ -115,4 +115,5 @@ def _stage(method, steps, alpha, beta1, beta2):
   s.beta2 = beta2  # KL weight on y1 in Stage I (the paper: 0.1)
   s.kl_estimator = "k2"
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo, grpo
+  s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
   return s

@@ -151,9 +151,9 @@ def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng([config.seed, 7, step])
   rows = []
   for problem in problems:
-    y1 = arith.write_solution(problem, rng, c.first_error_rate)
+    y1 = arith.write_solution(problem, rng, c.first_error_rate, carry_slip_rate=c.carry_slip_rate)
     if c.second_attempt == "independent":
-      y2 = arith.write_solution(problem, rng, c.second_error_rate)
+      y2 = arith.write_solution(problem, rng, c.second_error_rate, carry_slip_rate=c.carry_slip_rate)
     elif c.second_attempt == "copy":
       y2 = y1
     else:
@@ -170,7 +170,8 @@ def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, 
   rng = np.random.default_rng([config.seed, 11, step])
   rows = [[(task.prompt_ids(pair.first.problem), None), (task.answer_ids(pair.first.text), "y1"),
            (task.instruction_ids, None), (task.answer_ids(pair.second.text), "y2")]
-          for pair in arith.two_attempt_examples(problems, rng, first_error_rate=c.pair_error_rate)]
+          for pair in arith.two_attempt_examples(problems, rng, first_error_rate=c.pair_error_rate,
+                                                 carry_slip_rate=config.base.carry_slip_rate)]
   return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
 
 
@@ -377,7 +378,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for phase, offset in (("stage1", offsets[1]), ("stage2", offsets[2])):
     c = config[phase]
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
-                                baseline=c.baseline, group_size=c.samples_per_prompt)
+                                baseline=c.baseline, group_size=c.samples_per_prompt,
+                                shaping_baseline=c.shaping_baseline)
     loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg)
     ref_params = params  # pi_ref: the model at the start of the stage
 

@@ -54,6 +54,9 @@ class ScoreConfig:
   kl_estimator: str = "k2"  # per-token KL penalty, a name in objectives.kl.KL_ESTIMATORS
   baseline: str = "batch_mean"  # advantage estimator, a name in objectives.advantages.ADVANTAGES
   group_size: int = 1  # samples per prompt, adjacent in the batch; rloo and grpo need >= 2
+  # Stage II: alpha * r1 is fixed once y1 is drawn, so it can be a baseline of y2's
+  # advantage instead of a part of its reward (same expected gradient, less variance).
+  shaping_baseline: bool = False
 
   def __post_init__(self):
     kl.get_estimator(self.kl_estimator)
@@ -131,12 +134,20 @@ def stage2_loss(policy_logp: AttemptLogprobs, batch: ScoreBatch, config: ScoreCo
 
   loss = sum_{i=1,2} ( -mean_b[ A_i,b * sum_t log pi_theta(y_i,bt) ] + beta1 * mean_b[ KL(y_i,b) ] )
   with A1 = baseline(r1) and A2 = baseline(r2 + alpha * (r2 - r1)): each
-  attempt's tokens carry that attempt's own (shaped) reward. Returns
-  (loss, diagnostics).
+  attempt's tokens carry that attempt's own (shaped) reward.
+
+  With `shaping_baseline`, A2 = baseline((1 + alpha) * r2): the -alpha * r1
+  part of r_hat2 joins the baseline. It depends on y1 only, and y2's score
+  function has mean zero given (x, y1), so the expected gradient is the
+  same; what goes is the variance that other episodes' r1 adds through a
+  group or batch baseline (e.g. a y2 that failed after a failed y1 no longer
+  gains a positive advantage because a sibling episode went c->i).
+  Returns (loss, diagnostics).
   """
   shaped_y2_B = shaped_second_reward(batch.reward_y1_B, batch.reward_y2_B, config.alpha)
   advantage_y1_B = advantages.compute_advantages(config.baseline, batch.reward_y1_B, config.group_size)
-  advantage_y2_B = advantages.compute_advantages(config.baseline, shaped_y2_B, config.group_size)
+  y2_signal_B = shaped_y2_B + config.alpha * batch.reward_y1_B if config.shaping_baseline else shaped_y2_B
+  advantage_y2_B = advantages.compute_advantages(config.baseline, y2_signal_B, config.group_size)
   loss_y1, aux_y1 = policy_gradient.reinforce_loss(
       policy_logp.y1_BxT, batch.ref_logp_y1_BxT, batch.mask_y1_BxT, advantage_y1_B,
       kl_coef=config.beta1, kl_estimator=config.kl_estimator)

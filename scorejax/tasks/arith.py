@@ -42,6 +42,14 @@ Error types (`ERROR_TYPES`) rewrite one correct line into a wrong one:
   dropped_step    the operation is skipped: the next one is applied (12-4=8),
                   or the answer comes early (Answer: 12)
   wrong_answer    the answer line misstates the last result (Answer: 33)
+  dropped_carry   the carry of + (or the borrow of -) out of the units digit is
+                  not applied (18+14=22, 42-17=35): the classic systematic bug
+                  of written arithmetic
+
+The noisy writers make random slips (`error_rate`: one wrong line of a random
+type) and can also have a habit (`carry_slip_rate`: every step that carries or
+borrows drops it with that probability). A model trained on a habit above one
+half reproduces it under greedy decoding, yet has seen the right carries too.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ ERROR_TYPES = (
     "wrong_previous",
     "dropped_step",
     "wrong_answer",
+    "dropped_carry",
 )
 SPLITS = ("train", "eval")
 PHRASINGS = ("symbols", "words")
@@ -178,6 +187,19 @@ def _operand_range(op: str, value: int, config: ArithConfig) -> tuple[int, int] 
     return (1, hi) if hi >= 1 else None
   hi = min(config.max_mul, config.max_value // value) if value >= 1 else 0
   return (2, hi) if hi >= 2 else None
+
+
+def carry_slip(op: str, left: int, right: int) -> int:
+  """What dropping the units digit's carry (+) or borrow (-) adds to the result; 0 without one.
+
+  18+14: 8+4 carries, so 22 is written for 32 (-10); 42-17: 2-7 borrows, so
+  35 is written for 25 (+10).
+  """
+  if op == "+" and left % 10 + right % 10 >= 10:
+    return -10
+  if op == "-" and left % 10 < right % 10:
+    return 10
+  return 0
 
 
 def render_problem(start: int, ops: Sequence[tuple[str, int]], phrasing: str, rng) -> str:
@@ -422,6 +444,9 @@ def _corruptions(
       out = [step_line(left, *problem.ops[i + 1])]
     else:
       out = [answer_line(left)]
+  elif error_type == "dropped_carry":
+    slip = carry_slip(op, left, n)
+    out = [step_line(left, op, n, right + slip)] if slip else []
   elif error_type == "wrong_answer":
     out = []
   else:
@@ -485,15 +510,18 @@ def continue_solution(
     rng: np.random.Generator | None = None,
     step_error_rate: float = 0.0,
     error_types: Sequence[str] = ERROR_TYPES,
+    carry_slip_rate: float = 0.0,
 ) -> tuple[str, ...]:
   """Complete a solution from a prefix, trusting the results written in it.
 
-  Each new line is corrupted with probability `step_error_rate` (needs
-  `rng`), with a type drawn from the applicable `error_types`. A prefix that
-  already ends in an answer line is returned as it is.
+  Each new step that carries or borrows drops it with probability
+  `carry_slip_rate`; each new line is then corrupted with probability
+  `step_error_rate`, with a type drawn from the applicable `error_types`
+  (either needs `rng`). A prefix that already ends in an answer line is
+  returned as it is.
   """
-  if step_error_rate > 0.0 and rng is None:
-    raise ValueError("continue_solution: step_error_rate > 0 needs an rng")
+  if (step_error_rate > 0.0 or carry_slip_rate > 0.0) and rng is None:
+    raise ValueError("continue_solution: step_error_rate > 0 or carry_slip_rate > 0 needs an rng")
   lines = list(previous_lines)
   j = _next_op_index(problem, lines)
   if j is None:
@@ -503,6 +531,8 @@ def continue_solution(
     if j < len(problem.ops):
       op, n = problem.ops[j]
       line = step_line(value, op, n)
+      if carry_slip_rate > 0.0 and carry_slip(op, value, n) and rng.random() < carry_slip_rate:
+        line = step_line(value, op, n, apply_op(op, value, n) + carry_slip(op, value, n))
     else:
       line = answer_line(value)
     if step_error_rate > 0.0 and rng.random() < step_error_rate:
@@ -554,30 +584,43 @@ def write_solution(
     rng: np.random.Generator,
     error_rate: float,
     error_types: Sequence[str] = ERROR_TYPES,
+    carry_slip_rate: float = 0.0,
 ) -> ArithSolution:
-  """A noisy solver: with probability `error_rate` the solution has an error.
+  """A noisy solver: with probability `error_rate` the solution has a random error.
 
-  The wrong line is uniform over the lines where some allowed type applies,
-  the type uniform over those that apply there; the rest of the solution
-  follows the wrong line consistently, as a solver that trusts itself would.
+  The solver first writes its own solution, in which every step that carries
+  or borrows drops it with probability `carry_slip_rate` (a habit: 0 writes
+  the reference solution). The random error's line is uniform over the lines
+  where some allowed type applies, the type uniform over those that apply
+  there; the rest of the solution follows every wrong line consistently, as
+  a solver that trusts itself would. `error_type` names the earliest error.
   """
-  if not 0.0 <= error_rate <= 1.0:
-    raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+  if not 0.0 <= error_rate <= 1.0 or not 0.0 <= carry_slip_rate <= 1.0:
+    raise ValueError(f"error_rate and carry_slip_rate must be in [0, 1], got {error_rate}, {carry_slip_rate}")
   unknown = set(error_types) - set(ERROR_TYPES)
   if unknown:
     raise ValueError(f"unknown error types {sorted(unknown)}; expected some of {ERROR_TYPES}")
-  correct = solution_lines(problem)
+  own = continue_solution(problem, (), rng, carry_slip_rate=carry_slip_rate)
   if rng.random() >= error_rate:
-    return ArithSolution(problem, correct, -1, None)
+    return _labelled(problem, own, {})
   sites = []
-  for i in range(len(correct)):
-    kinds = [t for t in error_types if _corruptions(problem, correct[:i], t)]
+  for i in range(len(own)):
+    kinds = [t for t in error_types if _corruptions(problem, own[:i], t)]
     if kinds:
       sites.append((i, kinds))
   if not sites:
-    return ArithSolution(problem, correct, -1, None)
+    return _labelled(problem, own, {})
   index, kinds = _choice(rng, sites)
-  return inject_error(problem, index, _choice(rng, kinds), rng)
+  error_type = _choice(rng, kinds)
+  bad = corrupt_step(problem, own[:index], error_type, rng)
+  lines = continue_solution(problem, own[:index] + (bad,), rng, carry_slip_rate=carry_slip_rate)
+  return _labelled(problem, lines, {index: error_type})
+
+
+def _labelled(problem: ArithProblem, lines: tuple[str, ...], injected: dict[int, str]) -> ArithSolution:
+  """The solution with its label; an earliest error that was not injected is a dropped carry."""
+  label = earliest_error(problem, lines)
+  return ArithSolution(problem, lines, label, None if label < 0 else injected.get(label, "dropped_carry"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -593,16 +636,18 @@ def two_attempt_examples(
     rng: np.random.Generator,
     first_error_rate: float = 0.5,
     error_types: Sequence[str] = ERROR_TYPES,
+    carry_slip_rate: float = 0.0,
 ) -> list[TwoAttempt]:
   """For each problem a (noisy first, correct second) pair.
 
-  A share `first_error_rate` of the first attempts carries an error (the
-  Pair-SFT pairs); the rest are right and the second attempt repeats them,
-  so that the model also learns not to break a correct solution.
+  A share `first_error_rate` of the first attempts carries a random error,
+  and their carries slip at `carry_slip_rate` (see `write_solution`); the
+  second attempt is the reference solution, which repeats a right first
+  attempt, so that the model also learns not to break a correct solution.
   """
   out = []
   for problem in problems:
-    first = write_solution(problem, rng, first_error_rate, error_types)
+    first = write_solution(problem, rng, first_error_rate, error_types, carry_slip_rate)
     second = ArithSolution(problem, solution_lines(problem), -1, None)
     out.append(TwoAttempt(first, second))
   return out
