@@ -6,9 +6,11 @@
   python -m scorejax.main --config=configs/arith_score.py:star --workdir=/tmp/star   # a baseline
 
 A tiny Llama-style model learns the task by SFT on noisy two-attempt solutions
-(so it makes mistakes and does not know how to fix them), then SCoRe Stage I
-and Stage II teach its second attempt to correct its first. `smoke` is the
-same pipeline shrunk to finish in under two minutes.
+written by a solver with random slips and a habit (it drops a carry or borrow
+60% of the time, in both attempts), so that greedy decoding reproduces the
+habit and a second attempt is no better than the first; then SCoRe Stage I and
+Stage II train the second attempt to correct the first. `smoke` is the same
+pipeline shrunk to finish in under two minutes.
 """
 
 import ml_collections
