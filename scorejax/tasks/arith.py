@@ -202,6 +202,12 @@ def carry_slip(op: str, left: int, right: int) -> int:
   return 0
 
 
+def _dropped_carry_line(left: int, op: str, right: int) -> str | None:
+  """The step written with its carry or borrow dropped; None when it has neither."""
+  slip = carry_slip(op, left, right)
+  return step_line(left, op, right, apply_op(op, left, right) + slip) if slip else None
+
+
 def render_problem(start: int, ops: Sequence[tuple[str, int]], phrasing: str, rng) -> str:
   if phrasing == "symbols":
     return f"Start at {start}. Apply " + " ".join(f"{op}{n}" for op, n in ops) + "."
@@ -445,8 +451,8 @@ def _corruptions(
     else:
       out = [answer_line(left)]
   elif error_type == "dropped_carry":
-    slip = carry_slip(op, left, n)
-    out = [step_line(left, op, n, right + slip)] if slip else []
+    slipped = _dropped_carry_line(left, op, n)
+    out = [slipped] if slipped else []
   elif error_type == "wrong_answer":
     out = []
   else:
@@ -531,8 +537,9 @@ def continue_solution(
     if j < len(problem.ops):
       op, n = problem.ops[j]
       line = step_line(value, op, n)
-      if carry_slip_rate > 0.0 and carry_slip(op, value, n) and rng.random() < carry_slip_rate:
-        line = step_line(value, op, n, apply_op(op, value, n) + carry_slip(op, value, n))
+      slipped = _dropped_carry_line(value, op, n) if carry_slip_rate > 0.0 else None
+      if slipped and rng.random() < carry_slip_rate:
+        line = slipped
     else:
       line = answer_line(value)
     if step_error_rate > 0.0 and rng.random() < step_error_rate:
@@ -570,13 +577,19 @@ class ArithSolution:
 
 
 def inject_error(
-    problem: ArithProblem, index: int, error_type: str, rng: np.random.Generator
+    problem: ArithProblem,
+    index: int,
+    error_type: str,
+    rng: np.random.Generator,
+    lines: Sequence[str] | None = None,
+    carry_slip_rate: float = 0.0,
 ) -> ArithSolution:
-  """A solution right up to line `index`, wrong there with `error_type`, continued from it."""
-  prefix = solution_lines(problem)[:index]
+  """`lines` (default: the reference solution) up to line `index`, wrong there with
+  `error_type`, continued from it with carries slipping at `carry_slip_rate`."""
+  prefix = tuple(solution_lines(problem) if lines is None else lines)[:index]
   bad = corrupt_step(problem, prefix, error_type, rng)
-  lines = continue_solution(problem, prefix + (bad,))
-  return ArithSolution(problem, lines, earliest_error(problem, lines), error_type)
+  written = continue_solution(problem, prefix + (bad,), rng, carry_slip_rate=carry_slip_rate)
+  return _labelled(problem, written, {index: error_type})
 
 
 def write_solution(
@@ -611,10 +624,7 @@ def write_solution(
   if not sites:
     return _labelled(problem, own, {})
   index, kinds = _choice(rng, sites)
-  error_type = _choice(rng, kinds)
-  bad = corrupt_step(problem, own[:index], error_type, rng)
-  lines = continue_solution(problem, own[:index] + (bad,), rng, carry_slip_rate=carry_slip_rate)
-  return _labelled(problem, lines, {index: error_type})
+  return inject_error(problem, index, _choice(rng, kinds), rng, own, carry_slip_rate)
 
 
 def _labelled(problem: ArithProblem, lines: tuple[str, ...], injected: dict[int, str]) -> ArithSolution:
