@@ -58,9 +58,10 @@ def get_config(arg: str = ""):
   c.base.batch_size = 64
   c.base.learning_rate = 3e-3
   c.base.warmup_steps = 50
-  c.base.first_error_rate = 0.2  # share of first attempts in the SFT data with a random error
-  c.base.second_error_rate = 0.2  # same for second attempts
-  c.base.carry_slip_rate = 0.6  # the writer's habit: a carry or borrow is dropped this often, in both attempts
+  c.base.clean_steps = 200  # the first SFT steps show right solutions only (the policy learns the task)
+  c.base.first_error_rate = 0.1  # share of first attempts in the SFT data with a random error
+  c.base.second_error_rate = 0.1  # same for second attempts
+  c.base.carry_slip_rate = 0.65  # the writer's habit: a carry or borrow is dropped this often, in both attempts
   c.base.second_attempt = "independent"  # "independent": a fresh noisy attempt; "copy": repeat y1
 
   # RL lr: 1e-4 drifts (KL(y2) of several nats within 40 steps, accuracy falls), 3e-5 barely moves.
@@ -94,7 +95,7 @@ def _shrink(c):
   c.log_every = 5
   c.task.eval_size = 64
   c.model.d_model, c.model.n_layers, c.model.d_ff = 64, 2, 128
-  c.base.steps, c.base.batch_size, c.base.warmup_steps = 60, 32, 10
+  c.base.steps, c.base.batch_size, c.base.warmup_steps, c.base.clean_steps = 60, 32, 10, 30
   c.stage1.steps = c.stage2.steps = 10
   c.stage1.batch_size = c.stage2.batch_size = 16
   c.stage1.warmup_steps = c.stage2.warmup_steps = 2

@@ -88,3 +88,36 @@ def test_unknown_config_key_fails_before_compute(tmp_path):
   proc = _main(tmp_path, "--config.stage2.alhpa=3")
   assert proc.returncode != 0 and "alhpa" in proc.stderr
   assert not (tmp_path / "checkpoints").exists()
+
+
+def _arith_config(*overrides):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("arith_score", os.path.join("configs", "arith_score.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  for key, value in overrides:
+    section, name = key.split(".")
+    config[section][name] = value
+  return config
+
+
+def _attempt_rewards(task, config, step, attempt):
+  """r(y) of each row's attempt in the base SFT batch of `step`, read back from its tokens."""
+  from scorejax.experiments import score
+  batch = score.base_sft_batch(task, config, step)
+  problems = task.train_problems(config.seed, "base", step, config.base.batch_size)
+  tokens, mask = batch["tokens_BxT"], batch[f"mask_{attempt}_BxT"].astype(bool)
+  return [task.reward(p, tokens[i][mask[i]].tolist()) for i, p in enumerate(problems)]
+
+
+def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
+  from scorejax.experiments.score_tasks import make_task
+  config = _arith_config(("base.clean_steps", 3), ("base.first_error_rate", 0.0),
+                         ("base.second_error_rate", 1.0), ("base.carry_slip_rate", 0.0))
+  task = make_task(config.task)
+  for step in range(3):
+    assert _attempt_rewards(task, config, step, "y1") == [1.0] * config.base.batch_size
+    assert _attempt_rewards(task, config, step, "y2") == [1.0] * config.base.batch_size
+  assert _attempt_rewards(task, config, 3, "y1") == [1.0] * config.base.batch_size  # rate 0
+  assert sum(_attempt_rewards(task, config, 3, "y2")) < config.base.batch_size / 2  # rate 1: answers mostly wrong

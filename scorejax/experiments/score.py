@@ -145,15 +145,23 @@ def evaluate(lm: LM, params, task: ArithTask, config, mesh, num_problems: int | 
 
 
 def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
-  """[x, y1, p, y2] with noisy y1 and y2 written by the task, loss on both attempts."""
+  """[x, y1, p, y2] with y1 and y2 written by the task, loss on both attempts.
+
+  The first `clean_steps` steps show right solutions (the policy learns the
+  task); later steps show the noisy writer's, with its random errors and
+  carry habit (the policy picks them up on top of what it knows).
+  """
   c = config.base
   problems = task.train_problems(config.seed, "base", step, c.batch_size)
   rng = np.random.default_rng([config.seed, 7, step])
+  noisy = step >= c.clean_steps
+  first_rate, second_rate = (c.first_error_rate, c.second_error_rate) if noisy else (0.0, 0.0)
+  slip_rate = c.carry_slip_rate if noisy else 0.0
   rows = []
   for problem in problems:
-    y1 = arith.write_solution(problem, rng, c.first_error_rate, carry_slip_rate=c.carry_slip_rate)
+    y1 = arith.write_solution(problem, rng, first_rate, carry_slip_rate=slip_rate)
     if c.second_attempt == "independent":
-      y2 = arith.write_solution(problem, rng, c.second_error_rate, carry_slip_rate=c.carry_slip_rate)
+      y2 = arith.write_solution(problem, rng, second_rate, carry_slip_rate=slip_rate)
     elif c.second_attempt == "copy":
       y2 = y1
     else:
