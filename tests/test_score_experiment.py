@@ -84,6 +84,25 @@ def test_sigkill_then_rerun_ends_with_the_same_metrics(finished_run, tmp_path):
   assert _results(tmp_path) == _results(reference)
 
 
+def test_dev_problems_come_from_the_training_split():
+  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks import arith
+  task = make_task(_arith_config().task)
+  dev = task.dev_problems(40)
+  assert [p.key for p in dev] == [p.key for p in task.dev_problems(40)] and len({p.key for p in dev}) == 40
+  assert {arith.split_of(p, task.arith) for p in dev} == {"train"}
+  assert not {p.key for p in dev} & {p.key for p in task.eval_problems}
+
+
+def test_interval_evaluations_are_logged_as_dev_metrics(tmp_path):
+  proc = _main(tmp_path, "--config.eval.every=4", "--config.eval.interval_problems=8")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  dev = [r for r in records if "dev_delta" in r]
+  assert {r["phase"] for r in dev} == {"stage1", "stage2"}
+  assert all(set(r) >= {f"dev_{k}" for k in KEYS} for r in dev)
+
+
 def test_unknown_config_key_fails_before_compute(tmp_path):
   proc = _main(tmp_path, "--config.stage2.alhpa=3")
   assert proc.returncode != 0 and "alhpa" in proc.stderr

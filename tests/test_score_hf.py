@@ -211,6 +211,13 @@ def test_train_problems_are_a_function_of_seed_phase_and_step(task):
   assert task.eval_problems[0].answer == "7" and len(task.eval_problems) == 4
 
 
+def test_dev_problems_are_a_fixed_sample_of_the_train_split(task):
+  dev = task.dev_problems(3)
+  assert dev == task.dev_problems(3)
+  train_rows = [id(p) for p in task.train]  # the train set's own objects, each at most once
+  assert len({id(p) for p in dev}) == 3 and {id(p) for p in dev} <= set(train_rows)
+
+
 def test_eval_size_takes_a_prefix(assets):
   task = score_tasks.make_task(task_config(assets, eval_size=2))
   assert [p.answer for p in task.eval_problems] == ["7", "3"]

@@ -68,8 +68,8 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # problems decoded together (greedy)
-  c.eval.every = 50  # RL steps between evaluations on eval.interval_problems (0: only at phase ends)
-  c.eval.interval_problems = 128  # a fixed prefix of the held-out set
+  c.eval.every = 50  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
+  c.eval.interval_problems = 128  # the dev set: a fixed sample of the training split
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 25  # steps between checkpoints (a step takes tens of seconds)

@@ -123,9 +123,8 @@ def sampler_config(config, task) -> SamplerConfig:
                        pad_id=task.tokenizer.pad_id)
 
 
-def evaluate(lm: LM, params, task: ArithTask, config, mesh, num_problems: int | None = None) -> dict:
-  """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on held-out problems."""
-  problems = task.eval_problems[:num_problems]
+def evaluate(lm: LM, params, task: ArithTask, config, mesh, problems: list) -> dict:
+  """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on `problems`."""
   sampler = sampler_config(config, task)
   t1, t2, examples = [], [], []
   bs = config.eval.batch_size
@@ -362,14 +361,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def evaluate_once(name, p):
     """The full evaluation of a phase's final params, cached in eval.json."""
     if name not in results:
-      results[name] = evaluate(lm, p, task, config, mesh)
+      results[name] = evaluate(lm, p, task, config, mesh, task.eval_problems)
       write_json(os.path.join(workdir, "eval.json"), results)
       writer.write(ends[PHASES.index(name)], name, {f"eval_{k}": results[name][k] for k in METRIC_KEYS})
     return results[name]
 
+  dev_problems = task.dev_problems(config.eval.interval_problems) if config.eval.every else []
+
   def interval_eval(p):
-    m = evaluate(lm, p, task, config, mesh, num_problems=config.eval.interval_problems)
-    return {f"eval_{k}": m[k] for k in METRIC_KEYS}
+    """Interval evaluations read training-split problems: settings are tuned on them, never on eval."""
+    m = evaluate(lm, p, task, config, mesh, dev_problems)
+    return {f"dev_{k}": m[k] for k in METRIC_KEYS}
 
   # BASE POLICY
   if config.base.steps and not isinstance(task, ArithTask):
@@ -418,7 +420,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
         "reward per attempt": ("reward_y1", "reward_y2"),
-        "eval (greedy)": ("eval_acc_t1", "eval_acc_t2", "eval_delta"),
+        "dev (greedy, training split)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
         "loss": ("loss",)})
   return results
 

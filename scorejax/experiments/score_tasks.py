@@ -6,6 +6,7 @@ A task gives the experiment everything that depends on the data:
   instruction_ids                the second-turn instruction p, tokenized
   stop_ids                       tokens that end an attempt
   eval_problems                  held-out problems for the tables
+  dev_problems(n)                n fixed training-split problems, for interval evaluations and tuning
   prompt_ids(problem)            x, tokenized (chat template applied when there is one)
   answer_ids(text)               a reference answer as trained tokens, EOS included
   text(ids), reward(problem, ids)  r(y, y*) in {0, 1}
@@ -76,6 +77,10 @@ class ArithTask:
     stream = arith.iter_problems(self.arith, "train", seed=stream_seed(seed, phase, step))
     return [next(stream) for _ in range(n)]
 
+  def dev_problems(self, n: int):
+    """n distinct training-split problems, the same for every run: what settings are tuned on."""
+    return arith.make_problems(self.arith, "train", n, seed=self.config.eval_seed)
+
 
 # ----------------------------------------------------------------------------
 # GSM8K and MATH on an HF tokenizer
@@ -96,6 +101,8 @@ MATH_HOW_TO_GET = (
     "the MATH train split, e.g. the train files of huggingface.co/datasets/EleutherAI/hendrycks_math "
     "concatenated into one .jsonl (fields problem, solution, level, type); pass them with "
     "--config.task.train_path=... --config.task.eval_path=...")
+
+_DEV_ORDER_SEED = 1234  # the shuffle of the train set whose prefix is the dev set
 
 # Two stand-in first attempts: p must not depend on what the attempt says.
 _PROBE_ATTEMPTS = ("Final Answer: The final answer is $1$. I hope it is correct.",
@@ -254,6 +261,11 @@ class MathTask:
         orders[epoch] = np.random.default_rng([seed, PHASES.index(phase), epoch]).permutation(size)
       out.append(self.train[orders[epoch][j]])
     return out
+
+  def dev_problems(self, n: int) -> list[MathProblem]:
+    """The first n problems of one fixed shuffle of the train set: what settings are tuned on."""
+    order = np.random.default_rng(_DEV_ORDER_SEED).permutation(len(self.train))
+    return [self.train[i] for i in order[:n]]
 
 
 TASKS = {"arith": ArithTask, "gsm8k": MathTask, "math": MathTask}
