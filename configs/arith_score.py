@@ -36,6 +36,7 @@ def get_config(arg: str = ""):
   c.task.phrasing = "symbols"  # "symbols" or "words"
   c.task.eval_size = 500  # held-out problems for the final tables
   c.task.eval_seed = 1234  # which held-out problems
+  c.task.dev_seed = 1234  # which training-split problems form the dev set of interval evaluations
 
   c.model = ml_collections.ConfigDict()
   c.model.hf_dir = ""  # an HF checkpoint directory; empty: the preset below, from scratch

@@ -84,7 +84,7 @@ def assets(tmp_path_factory):
 
 def task_config(assets, **overrides):
   c = ml_collections.ConfigDict(dict(name="math", train_path=assets["train"], eval_path=assets["eval"],
-                                     eval_size=0, tokenizer_dir=assets["hf_dir"], templates="math",
+                                     eval_size=0, dev_seed=0, tokenizer_dir=assets["hf_dir"], templates="math",
                                      chat_template=True))
   c.update(overrides)
   return c
@@ -237,7 +237,7 @@ def test_missing_data_fails_before_any_compute(assets, tmp_path, monkeypatch):
 
 def test_unprepared_gsm8k_says_how_to_prepare_it(assets, tmp_path):
   c = ml_collections.ConfigDict(dict(name="gsm8k", data_dir=str(tmp_path), train_split="train",
-                                     eval_split="test", eval_size=0, tokenizer_dir=assets["hf_dir"],
+                                     eval_split="test", eval_size=0, dev_seed=0, tokenizer_dir=assets["hf_dir"],
                                      templates="math", chat_template=True))
   with pytest.raises(score_tasks.MissingData, match="python -m scorejax.tasks.gsm8k"):
     score_tasks.make_task(c)

@@ -92,6 +92,7 @@ def _task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.Conf
     t.train_split = "train"  # GSM8K split the RL batches are drawn from
     t.eval_split = "test"  # held-out split (1319 problems)
   t.eval_size = 0  # first N held-out problems for the tables; 0: all (MATH500: 500)
+  t.dev_seed = 1234  # the shuffle of the train set whose first eval.interval_problems are the dev set
   # The tokenizer directory; follows model.hf_dir unless overridden itself.
   t.tokenizer_dir = model.get_ref("hf_dir") + ""
   t.templates = "math"  # scorejax.tasks.templates set; holds SCoRe's verbatim instruction

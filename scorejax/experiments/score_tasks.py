@@ -79,7 +79,7 @@ class ArithTask:
 
   def dev_problems(self, n: int):
     """n distinct training-split problems, the same for every run: what settings are tuned on."""
-    return arith.make_problems(self.arith, "train", n, seed=self.config.eval_seed)
+    return arith.make_problems(self.arith, "train", n, seed=self.config.dev_seed)
 
 
 # ----------------------------------------------------------------------------
@@ -101,8 +101,6 @@ MATH_HOW_TO_GET = (
     "the MATH train split, e.g. the train files of huggingface.co/datasets/EleutherAI/hendrycks_math "
     "concatenated into one .jsonl (fields problem, solution, level, type); pass them with "
     "--config.task.train_path=... --config.task.eval_path=...")
-
-_DEV_ORDER_SEED = 1234  # the shuffle of the train set whose prefix is the dev set
 
 # Two stand-in first attempts: p must not depend on what the attempt says.
 _PROBE_ATTEMPTS = ("Final Answer: The final answer is $1$. I hope it is correct.",
@@ -264,7 +262,7 @@ class MathTask:
 
   def dev_problems(self, n: int) -> list[MathProblem]:
     """The first n problems of one fixed shuffle of the train set: what settings are tuned on."""
-    order = np.random.default_rng(_DEV_ORDER_SEED).permutation(len(self.train))
+    order = np.random.default_rng(self.config.dev_seed).permutation(len(self.train))
     return [self.train[i] for i in order[:n]]
 
 
