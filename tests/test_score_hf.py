@@ -214,8 +214,8 @@ def test_train_problems_are_a_function_of_seed_phase_and_step(task):
 def test_dev_problems_are_a_fixed_sample_of_the_train_split(task):
   dev = task.dev_problems(3)
   assert dev == task.dev_problems(3)
-  train_rows = [id(p) for p in task.train]  # the train set's own objects, each at most once
-  assert len({id(p) for p in dev}) == 3 and {id(p) for p in dev} <= set(train_rows)
+  dev_rows = {id(p) for p in dev}  # the train set's own objects, each at most once
+  assert len(dev_rows) == 3 and dev_rows <= {id(p) for p in task.train}
 
 
 def test_eval_size_takes_a_prefix(assets):
