@@ -153,4 +153,5 @@ def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo (needs samples_per_prompt > 1), grpo
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
   s.pair_error_rate = 0.5  # pair_sft: share of first attempts with an error (the rest are repeated)
+  s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

@@ -134,3 +134,33 @@ def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
     assert _attempt_rewards(task, config, step, "y2") == [1.0] * config.base.batch_size
   assert _attempt_rewards(task, config, 3, "y1") == [1.0] * config.base.batch_size  # rate 0
   assert sum(_attempt_rewards(task, config, 3, "y2")) < config.base.batch_size / 2  # rate 1: answers mostly wrong
+
+
+def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its_own():
+  import jax
+  from scorejax import parallel
+  from scorejax.experiments import score
+  from scorejax.experiments.score_tasks import make_task
+  from scorejax.sampling import Greedy
+  config = _arith_config()
+  task = make_task(config.task)
+  mesh = parallel.make_mesh(dict(config.mesh))
+  lm, _ = score.build_model(config, task, mesh)
+  # Scaled-up random weights: peaked logits, so greedy text depends on the weights.
+  policy, base = (jax.tree.map(lambda w: 30 * w, lm.init(jax.random.key(i))) for i in (0, 1))
+  problems = task.train_problems(0, "stage2", 0, 6)
+  sampler, key = score.sampler_config(config, task), jax.random.key(2)
+
+  def first(params, rows):
+    return score.first_attempts(lm, params, task, rows, key, Greedy(), sampler, mesh)
+
+  ep = score.policy_episodes(lm, policy, base, task, problems, key, Greedy(), sampler, mesh, n_base=4)
+  assert first(base, problems[:4]) != first(policy, problems[:4])  # the two models write different y1
+  assert ep.y1[:4] == first(base, problems[:4]) and ep.y1[4:] == first(policy, problems[4:])
+  own = score.two_attempts(lm, policy, task, problems[4:], key, Greedy(), sampler, mesh)
+  assert ep.y2[4:] == own.y2  # y2 continues the policy's own y1 as in an unmixed episode
+  assert ep.y1_on_policy.tolist() == [False] * 4 + [True] * 2
+  batch = score.episode_batch(task, ep)
+  assert not batch["mask_y1_BxT"][:4].any()
+  assert batch["mask_y1_BxT"][4:].sum(1).tolist() == [len(y) for y in ep.y1[4:]]
+  assert batch["mask_y2_BxT"].sum(1).tolist() == [len(y) for y in ep.y2]

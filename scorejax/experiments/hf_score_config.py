@@ -117,4 +117,5 @@ def _stage(method, steps, alpha, beta1, beta2):
   s.kl_estimator = "k2"
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo, grpo
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
+  s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

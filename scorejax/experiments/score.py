@@ -89,11 +89,12 @@ class Episodes:
   y2: list[list[int]]
   reward_y1: np.ndarray
   reward_y2: np.ndarray
+  y1_on_policy: np.ndarray  # per row: y1 was sampled from the policy (trained on), not given
 
 
 def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
                  mesh, first_attempts: list[list[int]] | None = None) -> Episodes:
-  """y1 ~ pi(.|x) (or given), then y2 ~ pi(.|x, y1, p) decoded from y1's KV cache."""
+  """y1 ~ pi(.|x) (or given), then y2 ~ pi(.|x, y1, p), decoded from y1's KV cache when y1 is sampled here."""
   prompts = [task.prompt_ids(p) for p in problems]
   x_BxT, x_mask = left_pad(prompts, task.tokenizer.pad_id)
   k1, k2 = jax.random.split(key)
@@ -102,19 +103,42 @@ def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: 
     r1 = sample(lm, params, x_BxT, x_mask, k1, rule, sampler, cache_length=sampler.buckets(episode_len),
                 mesh=mesh)
     y1 = generated_ids(r1.tokens_BxN, r1.lengths_B)
-    context = r1.context
-  else:  # attempt 1 comes from elsewhere (e.g. the base model): prefill x + y1, decode nothing new
+    p_BxT, p_mask = left_pad([task.instruction_ids] * len(problems), task.tokenizer.pad_id)
+    r2 = continue_sampling(lm, params, r1.context, p_BxT, p_mask, k2, rule, sampler, mesh=mesh)
+  else:  # attempt 1 comes from elsewhere (e.g. the base model): attempt 2 reads [x, y1, p] afresh
     y1 = first_attempts
-    xy_BxT, xy_mask = left_pad([x + y for x, y in zip(prompts, y1)], task.tokenizer.pad_id)
-    one = dataclasses.replace(sampler, max_new_tokens=1)
-    context = sample(lm, params, xy_BxT, xy_mask, k1, Greedy(), one,
-                     cache_length=sampler.buckets(episode_len), mesh=mesh).context
-  p_BxT, p_mask = left_pad([task.instruction_ids] * len(problems), task.tokenizer.pad_id)
-  r2 = continue_sampling(lm, params, context, p_BxT, p_mask, k2, rule, sampler, mesh=mesh)
+    c_BxT, c_mask = left_pad([x + y + task.instruction_ids for x, y in zip(prompts, y1)], task.tokenizer.pad_id)
+    r2 = sample(lm, params, c_BxT, c_mask, k2, rule, sampler, cache_length=sampler.buckets(episode_len),
+                mesh=mesh)
   y2 = generated_ids(r2.tokens_BxN, r2.lengths_B)
   return Episodes(problems, prompts, y1, y2,
                   np.array([task.reward(p, y) for p, y in zip(problems, y1)], np.float32),
-                  np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32))
+                  np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32),
+                  np.full(len(problems), first_attempts is None))
+
+
+def first_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
+                   mesh) -> list[list[int]]:
+  """y1 ~ pi(.|x) alone: the base model's first attempts that Stage II may mix in."""
+  x_BxT, x_mask = left_pad([task.prompt_ids(p) for p in problems], task.tokenizer.pad_id)
+  r1 = sample(lm, params, x_BxT, x_mask, key, rule, sampler, mesh=mesh)
+  return generated_ids(r1.tokens_BxN, r1.lengths_B)
+
+
+def policy_episodes(lm: LM, params, base_params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
+                    mesh, n_base: int = 0) -> Episodes:
+  """Two attempts by the policy, except that the base model writes the first `n_base` problems' y1.
+
+  The paper's optional Stage II augmentation: the base model's first attempts
+  (with the base model's mistakes) become extra prompts for the second turn.
+  """
+  if not n_base:
+    return two_attempts(lm, params, task, problems, key, rule, sampler, mesh)
+  k_base, k_policy, k_episode = jax.random.split(key, 3)
+  y1 = (first_attempts(lm, base_params, task, problems[:n_base], k_base, rule, sampler, mesh)
+        + first_attempts(lm, params, task, problems[n_base:], k_policy, rule, sampler, mesh))
+  ep = two_attempts(lm, params, task, problems, k_episode, rule, sampler, mesh, first_attempts=y1)
+  return dataclasses.replace(ep, y1_on_policy=np.arange(len(problems)) >= n_base)
 
 
 def sampler_config(config, task) -> SamplerConfig:
@@ -186,6 +210,7 @@ def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
   rows = [[(x, None), (y1, "y1"), (task.instruction_ids, None), (y2, "y2")]
           for x, y1, y2 in zip(ep.prompts, ep.y1, ep.y2)]
   batch = pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+  batch["mask_y1_BxT"] &= ep.y1_on_policy[:, None]  # a given y1's r1 shapes r_hat2; y1 gets no gradient
   batch.update(reward_y1_B=ep.reward_y1, reward_y2_B=ep.reward_y2)
   return batch
 
@@ -383,10 +408,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params = runner.run("base", config.base.steps, base_opt, params, sft_loss_fn(lm, chunk),
                       lambda step, state: (base_sft_batch(task, config, step), {}), offsets[0])
   evaluate_once("base", params)
+  base_params = params
 
   # STAGE I and STAGE II (or a baseline's training phase in their place)
   for phase, offset in (("stage1", offsets[1]), ("stage2", offsets[2])):
     c = config[phase]
+    if not 0.0 <= c.base_first_attempts < 1.0:
+      raise ValueError(f"config.{phase}.base_first_attempts={c.base_first_attempts}: the share of a batch's "
+                       "prompts whose first attempt the base model writes; expected a value in [0, 1)")
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
                                 shaping_baseline=c.shaping_baseline)
@@ -400,7 +429,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       problems = task.train_problems(config.seed, phase, step, n_prompts)
       problems = [p for p in problems for _ in range(c.samples_per_prompt)]
       key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), PHASES.index(phase)), step)
-      ep = two_attempts(lm, state.params, task, problems, key, rule, sampler, mesh)
+      n_base = round(c.base_first_attempts * n_prompts) * c.samples_per_prompt  # whole groups
+      ep = policy_episodes(lm, state.params, base_params, task, problems, key, rule, sampler, mesh, n_base)
       batch = episode_batch(task, ep)
       with jax.set_mesh(mesh):
         batch["ref_logp_BxT"] = np.asarray(ref_logprobs(ref_params, batch["tokens_BxT"], batch["positions_BxT"],
