@@ -26,6 +26,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 
+# Llama 3.x chat templates write a date into the system header, today's unless
+# `date_string` is given: a fixed one keeps prompts (and a resumed run's
+# episodes) the same on every day. It is the templates' own fallback date.
+CHAT_TEMPLATE_DATE = "26 Jul 2024"
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
   """What scorejax needs from a tokenizer."""
@@ -200,5 +206,6 @@ class HFTokenizer:
     if not self.has_chat_template:
       return plain_concatenation(messages)
     return self._tok.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+        date_string=CHAT_TEMPLATE_DATE,
     )

@@ -115,6 +115,17 @@ def test_hf_tokenizer_applies_its_chat_template(tmp_path):
   assert rendered == "<user>Q: x\nA:\n<assistant>"
 
 
+def test_hf_chat_template_dates_are_fixed_not_today(tmp_path):
+  template = (  # the shape of Llama 3.x's system header
+      "{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+      "Today Date: {{ date_string }}|{% for m in messages %}{{ m['content'] }}{% endfor %}"
+  )
+  _save_tiny_hf_tokenizer(tmp_path, chat_template=template)
+  tok = tokenizers.HFTokenizer(tmp_path)
+  rendered = tok.apply_chat_template([{"role": "user", "content": "1+1"}])
+  assert rendered == f"Today Date: {tokenizers.CHAT_TEMPLATE_DATE}|1+1"
+
+
 def test_hf_tokenizer_errors_name_the_directory(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     tokenizers.HFTokenizer(tmp_path / "missing")
