@@ -32,11 +32,12 @@ def get_config(arg: str = ""):
       max_start=9, max_add=9, max_mul=3,  # start value, +/- operand, * operand ranges
       max_value=20,  # every intermediate result stays in 0..max_value
       ops="+-",  # operations a problem may use (a subset of "+-*")
+      dev_fraction=0.1,  # the dev split: held out from training like eval (10%), for interval evaluations
   ))
   c.task.phrasing = "symbols"  # "symbols" or "words"
   c.task.eval_size = 500  # held-out problems for the final tables
   c.task.eval_seed = 1234  # which held-out problems
-  c.task.dev_seed = 1234  # which training-split problems form the dev set of interval evaluations
+  c.task.dev_seed = 1234  # which dev-split problems form the dev set of interval evaluations
 
   c.model = ml_collections.ConfigDict()
   c.model.hf_dir = ""  # an HF checkpoint directory; empty: the preset below, from scratch

@@ -188,6 +188,23 @@ def test_splits_are_disjoint_seeded_and_phrasing_independent():
   assert arith.split_of(words, config) == arith.split_of(P, config)
 
 
+def test_a_dev_split_takes_its_share_from_train_and_leaves_eval_as_it_was():
+  config = arith.ArithConfig()
+  with_dev = dataclasses.replace(config, dev_fraction=0.2)
+  rng = np.random.default_rng(5)
+  problems = [arith.sample_problem(rng, config) for _ in range(3000)]
+  before = [arith.split_of(p, config) for p in problems]
+  after = [arith.split_of(p, with_dev) for p in problems]
+  assert [a == "eval" for a in after] == [b == "eval" for b in before]
+  assert abs(np.mean([a == "dev" for a in after]) - 0.2) < 0.03
+  assert "dev" not in before
+  dev = arith.make_problems(with_dev, "dev", 50, seed=0)
+  train = [p for _, p in zip(range(2000), arith.iter_problems(with_dev, "train", seed=0))]
+  assert not {p.key for p in dev} & {p.key for p in train}
+  with pytest.raises(ValueError, match="dev_fraction"):
+    dataclasses.replace(config, dev_fraction=0.95)
+
+
 def test_word_phrasing():
   rng = np.random.default_rng(5)
   config = arith.ArithConfig(phrasing="words")

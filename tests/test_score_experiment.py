@@ -87,14 +87,19 @@ def test_sigkill_then_rerun_ends_with_the_same_metrics(finished_run, tmp_path):
   assert _results(tmp_path) == _results(reference)
 
 
-def test_dev_problems_come_from_the_training_split():
+def test_dev_problems_are_fixed_and_never_drawn_for_training_or_eval():
   from scorejax.experiments.score_tasks import make_task
   from scorejax.tasks import arith
   task = make_task(_arith_config().task)
   dev = task.dev_problems(40)
   assert [p.key for p in dev] == [p.key for p in task.dev_problems(40)] and len({p.key for p in dev}) == 40
-  assert {arith.split_of(p, task.arith) for p in dev} == {"train"}
-  assert not {p.key for p in dev} & {p.key for p in task.eval_problems}
+  assert {arith.split_of(p, task.arith) for p in dev} == {"dev"}
+  trained = {p.key for step in range(50) for p in task.train_problems(0, "base", step, 32)}
+  assert not {p.key for p in dev} & (trained | {p.key for p in task.eval_problems})
+  no_dev = _arith_config()
+  no_dev.task.difficulty.dev_fraction = 0.0
+  with pytest.raises(ValueError, match="dev_fraction"):
+    make_task(no_dev.task).dev_problems(4)
 
 
 def test_unknown_config_key_fails_before_compute(tmp_path):

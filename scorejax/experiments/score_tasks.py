@@ -6,7 +6,7 @@ A task gives the experiment everything that depends on the data:
   instruction_ids                the second-turn instruction p, tokenized
   stop_ids                       tokens that end an attempt
   eval_problems                  held-out problems for the tables
-  dev_problems(n)                n fixed training-split problems, for interval evaluations and tuning
+  dev_problems(n)                n fixed problems held out from training, for interval evaluations and tuning
   prompt_ids(problem)            x, tokenized (chat template applied when there is one)
   answer_ids(text)               a reference answer as trained tokens, EOS included
   text(ids), reward(problem, ids)  r(y, y*) in {0, 1}
@@ -78,8 +78,11 @@ class ArithTask:
     return [next(stream) for _ in range(n)]
 
   def dev_problems(self, n: int):
-    """n distinct training-split problems, the same for every run: what settings are tuned on."""
-    return arith.make_problems(self.arith, "train", n, seed=self.config.dev_seed)
+    """n distinct problems of the dev split (never trained on), the same for every run: what settings are tuned on."""
+    if not self.arith.dev_fraction:
+      raise ValueError("config.task.difficulty.dev_fraction=0: the arithmetic task has no dev split for interval "
+                       "evaluations; set it (e.g. 0.1) or --config.eval.every=0")
+    return arith.make_problems(self.arith, "dev", n, seed=self.config.dev_seed)
 
 
 # ----------------------------------------------------------------------------

@@ -32,7 +32,9 @@ problems about 3x longer (default: median 100, max 146 characters):
 
 Splits: a problem's split is a hash of its arithmetic (start and operations,
 not its phrasing) with `split_salt`, so train and eval are disjoint for any
-seeds and sizes; `eval_fraction` of the problem space belongs to eval.
+seeds and sizes; `eval_fraction` of the problem space belongs to eval, and
+`dev_fraction` (default none) to a dev split that training never draws from,
+for tuning without reading eval.
 
 Error types (`ERROR_TYPES`) rewrite one correct line into a wrong one:
   wrong_result    the operation is right, the result is off (12*3=35)
@@ -74,7 +76,7 @@ ERROR_TYPES = (
     "wrong_answer",
     "dropped_carry",
 )
-SPLITS = ("train", "eval")
+SPLITS = ("train", "dev", "eval")
 PHRASINGS = ("symbols", "words")
 
 # Small slips, so that a wrong line is plausible rather than absurd.
@@ -103,6 +105,7 @@ class ArithConfig:
   ops: tuple[str, ...] = OPS  # operations a problem may use
   phrasing: str = "symbols"  # "symbols" or "words"
   eval_fraction: float = 0.1  # share of the problem space that is eval
+  dev_fraction: float = 0.0  # share that is dev: held out from training, for tuning
   split_salt: str = "arith-v1"  # changing it redraws which problems are eval
 
   def __post_init__(self):
@@ -125,6 +128,8 @@ class ArithConfig:
       raise ValueError(f"ArithConfig.phrasing must be one of {PHRASINGS}, got {self.phrasing!r}")
     if not 0.0 < self.eval_fraction < 1.0:
       raise ValueError(f"ArithConfig.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+    if not 0.0 <= self.dev_fraction < 1.0 - self.eval_fraction:
+      raise ValueError(f"ArithConfig.dev_fraction must be in [0, 1 - eval_fraction), got {self.dev_fraction}")
 
 
 PRESETS: dict[str, ArithConfig] = {
@@ -246,7 +251,9 @@ def sample_problem(rng: np.random.Generator, config: ArithConfig) -> ArithProble
 def split_of(problem: ArithProblem, config: ArithConfig) -> str:
   digest = hashlib.blake2b(f"{config.split_salt}|{problem.key}".encode(), digest_size=8).digest()
   unit = int.from_bytes(digest, "big") / 2.0**64
-  return "eval" if unit < config.eval_fraction else "train"
+  if unit < config.eval_fraction:
+    return "eval"
+  return "dev" if unit < config.eval_fraction + config.dev_fraction else "train"
 
 
 def iter_problems(config: ArithConfig, split: str, seed: int) -> Iterator[ArithProblem]:
@@ -264,8 +271,8 @@ def iter_problems(config: ArithConfig, split: str, seed: int) -> Iterator[ArithP
     misses += 1
     if misses >= _MAX_ATTEMPTS:
       raise ValueError(
-          f"no {split!r} problem in {_MAX_ATTEMPTS} draws: eval_fraction="
-          f"{config.eval_fraction} leaves that split (almost) empty for this config"
+          f"no {split!r} problem in {_MAX_ATTEMPTS} draws: eval_fraction={config.eval_fraction}, "
+          f"dev_fraction={config.dev_fraction} leave that split (almost) empty for this config"
       )
 
 
