@@ -224,7 +224,7 @@ def test_config_errors():
   tiny = arith.ArithConfig(
       min_steps=1, max_steps=1, max_start=1, max_add=1, max_value=2, ops=("+",)
   )
-  with pytest.raises(ValueError, match="too small|leaves that split"):
+  with pytest.raises(ValueError, match="too small|leave that split"):
     arith.make_problems(tiny, "eval", 5, seed=0)
 
 
