@@ -84,8 +84,8 @@ def assets(tmp_path_factory):
 
 def task_config(assets, **overrides):
   c = ml_collections.ConfigDict(dict(name="math", train_path=assets["train"], eval_path=assets["eval"],
-                                     eval_size=0, dev_seed=0, tokenizer_dir=assets["hf_dir"], templates="math",
-                                     chat_template=True))
+                                     eval_size=0, dev_size=0, dev_seed=0, tokenizer_dir=assets["hf_dir"],
+                                     templates="math", chat_template=True))
   c.update(overrides)
   return c
 
@@ -104,7 +104,8 @@ def tiny_overrides(assets) -> dict:
           "sampling.max_new_tokens": 6, "stage1.steps": 2, "stage2.steps": 2, "stage1.batch_size": 4,
           "stage2.batch_size": 4, "stage1.samples_per_prompt": 2, "stage2.samples_per_prompt": 2,
           "stage1.warmup_steps": 0, "stage2.warmup_steps": 0, "eval.batch_size": 4, "eval.every": 0,
-          "checkpoint.every": 1, "checkpoint.async_save": False, "logprob_chunk": 32, "tensorboard": False}
+          "checkpoint.every": 1, "checkpoint.async_save": False, "logprob_chunk": 32, "tensorboard": False,
+          "task.dev_size": 1}
 
 
 def qwen_config(assets, **extra):
@@ -211,11 +212,19 @@ def test_train_problems_are_a_function_of_seed_phase_and_step(task):
   assert task.eval_problems[0].answer == "7" and len(task.eval_problems) == 4
 
 
-def test_dev_problems_are_a_fixed_sample_of_the_train_split(task):
-  dev = task.dev_problems(3)
-  assert dev == task.dev_problems(3)
-  dev_rows = {id(p) for p in dev}  # the train set's own objects, each at most once
-  assert len(dev_rows) == 3 and dev_rows <= {id(p) for p in task.train}
+def test_dev_problems_are_train_rows_held_out_from_training(assets):
+  task = score_tasks.make_task(task_config(assets, dev_size=2))
+  dev = task.dev_problems(2)
+  assert dev == score_tasks.make_task(task_config(assets, dev_size=2)).dev_problems(2)  # fixed
+  assert len({p.id for p in dev}) == 2 and len(task.train) == len(TRAIN) - 2
+  assert sorted(p.id for p in dev + task.train) == sorted(p.id for p in score_tasks.make_task(
+      task_config(assets)).train)  # the train rows, split in two
+  drawn = {p.id for step in range(8) for p in task.train_problems(0, "stage1", step, 2)}
+  assert not drawn & {p.id for p in dev}
+  with pytest.raises(ValueError, match="dev_size=2 holds out 2"):
+    task.dev_problems(3)
+  with pytest.raises(ValueError, match="dev_size=4"):
+    score_tasks.make_task(task_config(assets, dev_size=len(TRAIN)))
 
 
 def test_eval_size_takes_a_prefix(assets):

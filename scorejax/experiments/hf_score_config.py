@@ -69,7 +69,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # problems decoded together (greedy)
   c.eval.every = 50  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
-  c.eval.interval_problems = 128  # the dev set: a fixed sample of the training split
+  c.eval.interval_problems = 128  # the dev set: train rows held out from training (task.dev_size)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 25  # steps between checkpoints (a step takes tens of seconds)
@@ -92,7 +92,8 @@ def _task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.Conf
     t.train_split = "train"  # GSM8K split the RL batches are drawn from
     t.eval_split = "test"  # held-out split (1319 problems)
   t.eval_size = 0  # first N held-out problems for the tables; 0: all (MATH500: 500)
-  t.dev_seed = 1234  # the shuffle of the train set whose first eval.interval_problems are the dev set
+  t.dev_size = 128  # train rows held out from training as the dev set (>= eval.interval_problems)
+  t.dev_seed = 1234  # the shuffle of the train set whose first dev_size rows are the dev set
   # The tokenizer directory; follows model.hf_dir unless overridden itself.
   t.tokenizer_dir = model.get_ref("hf_dir") + ""
   t.templates = "math"  # scorejax.tasks.templates set; holds SCoRe's verbatim instruction

@@ -212,9 +212,14 @@ class MathTask:
 
   def __post_init__(self):
     c = self.config
-    self.train, eval_problems = load_problems(c)
-    if not self.train:
-      raise ValueError(f"config.task.name={c.name!r}: the training split has no problems")
+    train, eval_problems = load_problems(c)
+    if not 0 <= c.dev_size < len(train):
+      raise ValueError(f"config.task.dev_size={c.dev_size}: the training split has {len(train)} problems; "
+                       "the dev set must leave some to train on")
+    # The dev set: dev_size train rows, one fixed shuffle's first, never drawn for training.
+    order = np.random.default_rng(c.dev_seed).permutation(len(train))
+    self.dev = [train[i] for i in order[:c.dev_size]]
+    self.train = [train[i] for i in np.sort(order[c.dev_size:])]
     self.eval_problems = eval_problems[:c.eval_size] if c.eval_size else eval_problems
     if not c.tokenizer_dir:
       raise ValueError("config.task.tokenizer_dir is empty; set it or config.model.hf_dir")
@@ -264,9 +269,11 @@ class MathTask:
     return out
 
   def dev_problems(self, n: int) -> list[MathProblem]:
-    """The first n problems of one fixed shuffle of the train set: what settings are tuned on."""
-    order = np.random.default_rng(self.config.dev_seed).permutation(len(self.train))
-    return [self.train[i] for i in order[:n]]
+    """n of the train rows held out as the dev set (config.task.dev_size): what settings are tuned on."""
+    if n > len(self.dev):
+      raise ValueError(f"{n} dev problems asked (config.eval.interval_problems), but config.task.dev_size="
+                       f"{self.config.dev_size} holds out {len(self.dev)}")
+    return self.dev[:n]
 
 
 TASKS = {"arith": ArithTask, "gsm8k": MathTask, "math": MathTask}
