@@ -108,6 +108,12 @@ def test_unknown_config_key_fails_before_compute(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_base_first_attempt_share_outside_0_1_fails_before_compute(tmp_path):
+  proc = _main(tmp_path, "--config.stage2.base_first_attempts=1.0")
+  assert proc.returncode != 0 and "config.stage2.base_first_attempts=1.0" in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
 def _arith_config(*overrides):
   import importlib.util
   spec = importlib.util.spec_from_file_location("arith_score", os.path.join("configs", "arith_score.py"))

@@ -361,6 +361,10 @@ class PhaseRunner:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  for phase in PHASES[1:]:  # checked before any compute
+    if not 0.0 <= config[phase].base_first_attempts < 1.0:
+      raise ValueError(f"config.{phase}.base_first_attempts={config[phase].base_first_attempts}: the share of a "
+                       "batch's prompts whose first attempt the base model writes; expected a value in [0, 1)")
   # MESH
   mesh = parallel.make_mesh(dict(config.mesh))
   # DATA
@@ -413,9 +417,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # STAGE I and STAGE II (or a baseline's training phase in their place)
   for phase, offset in (("stage1", offsets[1]), ("stage2", offsets[2])):
     c = config[phase]
-    if not 0.0 <= c.base_first_attempts < 1.0:
-      raise ValueError(f"config.{phase}.base_first_attempts={c.base_first_attempts}: the share of a batch's "
-                       "prompts whose first attempt the base model writes; expected a value in [0, 1)")
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
                                 shaping_baseline=c.shaping_baseline)

@@ -213,6 +213,8 @@ class MathTask:
   def __post_init__(self):
     c = self.config
     train, eval_problems = load_problems(c)
+    if not train:
+      raise ValueError(f"config.task.name={c.name!r}: the training split has no problems")
     if not 0 <= c.dev_size < len(train):
       raise ValueError(f"config.task.dev_size={c.dev_size}: the training split has {len(train)} problems; "
                        "the dev set must leave some to train on")
