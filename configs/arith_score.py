@@ -61,6 +61,7 @@ def get_config(arg: str = ""):
   c.base.learning_rate = 3e-3
   c.base.warmup_steps = 50
   c.base.clean_steps = 200  # the first SFT steps show right solutions only (the policy learns the task)
+  c.base.clean_error_rate = 0.0  # share of each attempt with a random error during the clean steps
   c.base.first_error_rate = 0.1  # share of first attempts in the SFT data with a random error
   c.base.second_error_rate = 0.1  # same for second attempts
   # The writer's habit: a carry or borrow is dropped this often, in both attempts. 0.8, not 0.65: near

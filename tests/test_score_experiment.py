@@ -137,7 +137,7 @@ def _attempt_rewards(task, config, step, attempt):
 
 def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
   from scorejax.experiments.score_tasks import make_task
-  config = _arith_config(("base.clean_steps", 3), ("base.first_error_rate", 0.0),
+  config = _arith_config(("base.clean_steps", 3), ("base.clean_error_rate", 0.0), ("base.first_error_rate", 0.0),
                          ("base.second_error_rate", 1.0), ("base.carry_slip_rate", 0.0))
   task = make_task(config.task)
   for step in range(3):
@@ -145,6 +145,21 @@ def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
     assert _attempt_rewards(task, config, step, "y2") == [1.0] * config.base.batch_size
   assert _attempt_rewards(task, config, 3, "y1") == [1.0] * config.base.batch_size  # rate 0
   assert sum(_attempt_rewards(task, config, 3, "y2")) < config.base.batch_size / 2  # rate 1: answers mostly wrong
+
+
+def test_clean_steps_write_two_independent_attempts_without_the_habit():
+  from scorejax.experiments.score_tasks import make_task
+  config = _arith_config(("base.clean_steps", 3), ("base.clean_error_rate", 0.5), ("base.carry_slip_rate", 1.0),
+                         ("base.batch_size", 64))
+  task = make_task(config.task)
+  r1 = sum((_attempt_rewards(task, config, step, "y1") for step in range(3)), [])
+  r2 = sum((_attempt_rewards(task, config, step, "y2") for step in range(3)), [])
+  n = len(r1)
+  # Each attempt is wrong about half the time (habit 1.0 would make every carrying problem wrong), and the
+  # two attempts' outcomes are independent: all four combinations occur about as often as chance says.
+  assert 0.3 * n < n - sum(r1) < 0.7 * n and 0.3 * n < n - sum(r2) < 0.7 * n
+  for a, b in ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)):
+    assert 0.1 * n < sum(x == a and y == b for x, y in zip(r1, r2)) < 0.4 * n
 
 
 def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its_own():

@@ -168,17 +168,19 @@ def evaluate(lm: LM, params, task: ArithTask, config, mesh, problems: list) -> d
 
 
 def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
-  """[x, y1, p, y2] with y1 and y2 written by the task, loss on both attempts.
+  """[x, y1, p, y2] with y1 and y2 written independently by the task, loss on both attempts.
 
-  The first `clean_steps` steps show right solutions (the policy learns the
-  task); later steps show the noisy writer's, with its random errors and
-  carry habit (the policy picks them up on top of what it knows).
+  The first `clean_steps` steps show the writer without its habit, each
+  attempt with a random error at `clean_error_rate` (the policy learns the
+  task; the attempts differ often enough that y2 has to read the problem
+  rather than copy y1). Later steps show the noisy writer, with its random
+  errors and carry habit (the policy picks them up on top of what it knows).
   """
   c = config.base
   problems = task.train_problems(config.seed, "base", step, c.batch_size)
   rng = np.random.default_rng([config.seed, 7, step])
   noisy = step >= c.clean_steps
-  first_rate, second_rate = (c.first_error_rate, c.second_error_rate) if noisy else (0.0, 0.0)
+  first_rate, second_rate = (c.first_error_rate, c.second_error_rate) if noisy else (c.clean_error_rate,) * 2
   slip_rate = c.carry_slip_rate if noisy else 0.0
   rows = []
   for problem in problems:
