@@ -138,13 +138,33 @@ def _attempt_rewards(task, config, step, attempt):
 def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
   from scorejax.experiments.score_tasks import make_task
   config = _arith_config(("base.clean_steps", 3), ("base.clean_error_rate", 0.0), ("base.first_error_rate", 0.0),
-                         ("base.second_error_rate", 1.0), ("base.carry_slip_rate", 0.0))
+                         ("base.second_error_rate", 1.0), ("base.carry_slip_rate", 0.0),
+                         ("base.second_carry_slip_rate", 0.0))
   task = make_task(config.task)
   for step in range(3):
     assert _attempt_rewards(task, config, step, "y1") == [1.0] * config.base.batch_size
     assert _attempt_rewards(task, config, step, "y2") == [1.0] * config.base.batch_size
   assert _attempt_rewards(task, config, 3, "y1") == [1.0] * config.base.batch_size  # rate 0
   assert sum(_attempt_rewards(task, config, 3, "y2")) < config.base.batch_size / 2  # rate 1: answers mostly wrong
+
+
+def test_each_attempt_has_its_own_carry_habit():
+  import numpy as np
+  from scorejax.experiments import score
+  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks import arith
+  config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
+                         ("base.carry_slip_rate", 0.0), ("base.second_carry_slip_rate", 1.0))
+  task = make_task(config.task)
+  problems = task.train_problems(config.seed, "base", 0, config.base.batch_size)
+  carries = [any(arith.carry_slip(op, v, n) for v, (op, n) in zip(p.values, p.ops)) for p in problems]
+  assert 0 < sum(carries) < len(carries)
+  batch = score.base_sft_batch(task, config, 0)
+  right = [arith.write_solution(p, np.random.default_rng(0), 0.0).text for p in problems]
+  for attempt, wrong in (("y1", [False] * len(problems)), ("y2", carries)):  # habit 1.0: every carry dropped
+    mask = batch[f"mask_{attempt}_BxT"]
+    written = [task.text(batch["tokens_BxT"][i][mask[i]].tolist()) for i in range(len(problems))]
+    assert [w != r for w, r in zip(written, right)] == wrong
 
 
 def test_clean_steps_write_two_independent_attempts_without_the_habit():

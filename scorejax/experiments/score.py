@@ -174,19 +174,21 @@ def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
   attempt with a random error at `clean_error_rate` (the policy learns the
   task; the attempts differ often enough that y2 has to read the problem
   rather than copy y1). Later steps show the noisy writer, with its random
-  errors and carry habit (the policy picks them up on top of what it knows).
+  errors and carry habit, `carry_slip_rate` in first attempts and
+  `second_carry_slip_rate` in second ones (the policy picks them up on top
+  of what it knows).
   """
   c = config.base
   problems = task.train_problems(config.seed, "base", step, c.batch_size)
   rng = np.random.default_rng([config.seed, 7, step])
   noisy = step >= c.clean_steps
   first_rate, second_rate = (c.first_error_rate, c.second_error_rate) if noisy else (c.clean_error_rate,) * 2
-  slip_rate = c.carry_slip_rate if noisy else 0.0
+  first_slip, second_slip = (c.carry_slip_rate, c.second_carry_slip_rate) if noisy else (0.0, 0.0)
   rows = []
   for problem in problems:
-    y1 = arith.write_solution(problem, rng, first_rate, carry_slip_rate=slip_rate)
+    y1 = arith.write_solution(problem, rng, first_rate, carry_slip_rate=first_slip)
     if c.second_attempt == "independent":
-      y2 = arith.write_solution(problem, rng, second_rate, carry_slip_rate=slip_rate)
+      y2 = arith.write_solution(problem, rng, second_rate, carry_slip_rate=second_slip)
     elif c.second_attempt == "copy":
       y2 = y1
     else:
