@@ -75,6 +75,8 @@ def get_config(arg: str = ""):
   # +4.8 / +1.4, its greedy y2 already carrying at times); 0.7 (not compared on dev) to keep y2 nearer y1.
   c.base.carry_slip_rate = 0.85
   c.base.second_carry_slip_rate = 0.7  # the habit in second attempts
+  c.base.habit_ops = "+-"  # the habit drops carries of + and borrows of - in first attempts
+  c.base.second_habit_ops = "+-"  # and in second attempts ("+": carries only)
   c.base.second_attempt = "independent"  # "independent": a fresh noisy attempt; "copy": repeat y1
 
   # Stage I: beta2 = 1, not the paper's 0.1: flipping a greedy carry costs y1 a KL of ~0.05 nat,

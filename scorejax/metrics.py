@@ -124,7 +124,8 @@ def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[
       ax.text(start, ax.get_ylim()[1], phase, fontsize=7, va="top", rotation=90, color="grey")
     ax.set_title(title)
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a panel whose metrics were never logged stays empty
+      ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(out_path, dpi=100)
   plt.close(fig)

@@ -171,6 +171,33 @@ def test_carry_slip_rate_is_per_carrying_step():
     arith.continue_solution(P, (), carry_slip_rate=0.5)
 
 
+def test_carry_profile_counts_lines_on_their_own_operands():
+  texts = [
+      "4+8=2\n2-3=9\nAnswer: 9",  # the habit twice: a dropped carry, then a dropped borrow from 2
+      "4+8=12\n12-3=9\nAnswer: 9",  # both right
+      "5+2=7\n7-3=5\n5*2=10\nAnswer: 10",  # plain: right, then wrong; * lines are not counted
+      "9+6=14\ngarbage",  # carries, neither right (15) nor dropped (5)
+  ]
+  profile = arith.carry_profile(texts)
+  assert profile["carry"] == pytest.approx(dict(lines=5, right=0.4, dropped=0.4, other=0.2))
+  assert profile["plain"] == pytest.approx(dict(lines=2, right=0.5, dropped=0.0, other=0.5))
+  assert arith.carry_profile([]) == {k: dict(lines=0, right=0.0, dropped=0.0, other=0.0) for k in ("carry", "plain")}
+
+
+def test_slip_ops_limit_the_habit_to_carries_and_a_negative_value_has_no_carry():
+  p = arith.ArithProblem(start=5, ops=(("+", 8), ("-", 4), ("+", 9)), text="Start at 5. Apply +8 -4 +9.")
+  rng = np.random.default_rng(0)
+  # The carry of 5+8 is dropped; 3-4 is then computed right, and -1+9 has no carry to drop.
+  assert arith.write_solution(p, rng, 0.0, carry_slip_rate=1.0, slip_ops="+").lines == (
+      "5+8=3", "3-4=-1", "-1+9=8", "Answer: 8")
+  assert arith.write_solution(p, rng, 0.0, carry_slip_rate=1.0).lines == ("5+8=3", "3-4=9", "9+9=8", "Answer: 8")
+  assert arith.write_solution(p, rng, 0.0, carry_slip_rate=1.0, slip_ops="-").lines == (
+      "5+8=13", "13-4=19", "19+9=28", "Answer: 28")
+  assert arith.carry_slip("+", -1, 9) == 0
+  with pytest.raises(ValueError, match="slip_ops='\\*'"):
+    arith.write_solution(p, rng, 0.0, slip_ops="*")
+
+
 def test_splits_are_disjoint_seeded_and_phrasing_independent():
   config = arith.ArithConfig()
   eval_a = arith.make_problems(config, "eval", 100, seed=0)

@@ -42,8 +42,11 @@ def test_main_writes_every_output(finished_run):
   workdir, proc = finished_run
   results = _results(workdir)
   assert set(results) == {"base", "stage1", "stage2"}
-  for table in results.values():
+  for name, table in results.items():
     assert set(table) == set(KEYS)
+    for attempt in ("y1", "y2"):  # what each attempt's carrying lines did
+      carry = json.load(open(workdir / "eval.json"))[name][f"lines_{attempt}"]["carry"]
+      assert carry["right"] + carry["dropped"] + carry["other"] == pytest.approx(1.0 if carry["lines"] else 0.0)
     assert table["delta"] == pytest.approx(table["acc_t2"] - table["acc_t1"])
     assert table["delta"] == pytest.approx(table["delta_i2c"] - table["delta_c2i"])
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
@@ -53,7 +56,7 @@ def test_main_writes_every_output(finished_run):
   assert rl and all("reward_y1" in r and "reward_y2" in r and "kl_y1" in r for r in rl)
   dev = [r for r in records if "dev_delta" in r]  # interval evaluations, on training-split problems
   assert {r["phase"] for r in dev} == {"stage1", "stage2"}
-  assert all(set(r) >= {f"dev_{k}" for k in KEYS} for r in dev)
+  assert all(set(r) >= {f"dev_{k}" for k in KEYS} | {"dev_carry_right_y2"} for r in dev)
   assert (workdir / "curves.png").stat().st_size > 1000
   assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
   for phase in ("base", "stage1", "stage2"):
@@ -164,6 +167,26 @@ def test_each_attempt_has_its_own_carry_habit():
     mask = batch[f"mask_{attempt}_BxT"]
     written = [task.text(batch["tokens_BxT"][i][mask[i]].tolist()) for i in range(len(problems))]
     assert [w != r for w, r in zip(written, right)] == wrong
+
+
+def test_a_habit_of_carries_only_keeps_every_borrow():
+  from scorejax.experiments import score
+  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks import arith
+  config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
+                         ("base.carry_slip_rate", 1.0), ("base.second_carry_slip_rate", 1.0),
+                         ("base.second_habit_ops", "+"), ("base.batch_size", 64))
+  task = make_task(config.task)
+  batch = score.base_sft_batch(task, config, 0)
+  for attempt, dropped_ops in (("y1", {"+", "-"}), ("y2", {"+"})):
+    mask = batch[f"mask_{attempt}_BxT"]
+    steps = [arith.parse_line(line) for i in range(len(mask))
+             for line in arith.split_lines(task.text(batch["tokens_BxT"][i][mask[i]].tolist()))]
+    steps = [s for s in steps if isinstance(s, arith.Step) and arith.carry_slip(s.op, s.left, s.right)]
+    for op in "+-":  # every carrying step of the habit's operations is dropped, every other one is right
+      results = {s.result - arith.apply_op(s.op, s.left, s.right) for s in steps if s.op == op}
+      dropped = {"+": {-10}, "-": {10}}[op]  # 4+8=2, 12-3=19
+      assert results == (dropped if op in dropped_ops else {0}), (attempt, op)
 
 
 def test_clean_steps_write_two_independent_attempts_without_the_habit():

@@ -49,6 +49,7 @@ from scorejax.tasks import arith
 from scorejax.train_step import OptimizerConfig, TrainState, init_train_state, make_optimizer, make_train_step
 
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+CARRY_KEYS = ("carry_right_y1", "carry_right_y2", "carry_dropped_y1", "carry_dropped_y2")
 
 
 class Preempted(Exception):
@@ -148,18 +149,33 @@ def sampler_config(config, task) -> SamplerConfig:
 
 
 def evaluate(lm: LM, params, task: ArithTask, config, mesh, problems: list) -> dict:
-  """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on `problems`."""
+  """Greedy Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i on `problems`.
+
+  On the built-in task also each attempt's `arith.carry_profile` (`lines_y1`,
+  `lines_y2`): how often its carrying lines are right or drop the carry.
+  """
   sampler = sampler_config(config, task)
-  t1, t2, examples = [], [], []
+  t1, t2, texts1, texts2, examples = [], [], [], [], []
   bs = config.eval.batch_size
   for i in range(0, len(problems), bs):
     ep = two_attempts(lm, params, task, problems[i:i + bs], jax.random.key(0), Greedy(), sampler, mesh)
     t1 += ep.reward_y1.tolist()
     t2 += ep.reward_y2.tolist()
-    if not examples:
-      examples = [{"problem": p.text, "y1": task.text(a), "y2": task.text(b)}
-                  for p, a, b in zip(ep.problems[:4], ep.y1, ep.y2)]
-  return dict(score_metrics(t1, t2), num_problems=len(problems), examples=examples)
+    texts1 += [task.text(y) for y in ep.y1]
+    texts2 += [task.text(y) for y in ep.y2]
+  examples = [{"problem": p.text, "y1": a, "y2": b} for p, a, b in zip(problems[:4], texts1, texts2)]
+  out = dict(score_metrics(t1, t2), num_problems=len(problems), examples=examples)
+  if isinstance(task, ArithTask):
+    out.update(lines_y1=arith.carry_profile(texts1), lines_y2=arith.carry_profile(texts2))
+  return out
+
+
+def carry_columns(metrics: dict) -> dict[str, float]:
+  """Share of each attempt's carrying lines that are right / drop the carry (built-in task only)."""
+  if "lines_y1" not in metrics:
+    return {}
+  return {f"carry_{outcome}_{a}": metrics[f"lines_{a}"]["carry"][outcome]
+          for outcome in ("right", "dropped") for a in ("y1", "y2")}
 
 
 # ----------------------------------------------------------------------------
@@ -186,9 +202,9 @@ def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
   first_slip, second_slip = (c.carry_slip_rate, c.second_carry_slip_rate) if noisy else (0.0, 0.0)
   rows = []
   for problem in problems:
-    y1 = arith.write_solution(problem, rng, first_rate, carry_slip_rate=first_slip)
+    y1 = arith.write_solution(problem, rng, first_rate, carry_slip_rate=first_slip, slip_ops=c.habit_ops)
     if c.second_attempt == "independent":
-      y2 = arith.write_solution(problem, rng, second_rate, carry_slip_rate=second_slip)
+      y2 = arith.write_solution(problem, rng, second_rate, carry_slip_rate=second_slip, slip_ops=c.second_habit_ops)
     elif c.second_attempt == "copy":
       y2 = y1
     else:
@@ -404,7 +420,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def interval_eval(p):
     """Interval evaluations read training-split problems: settings are tuned on them, never on eval."""
     m = evaluate(lm, p, task, config, mesh, dev_problems)
-    return {f"dev_{k}": m[k] for k in METRIC_KEYS}
+    return {f"dev_{k}": v for k, v in dict(carry_columns(m), **{k: m[k] for k in METRIC_KEYS}).items()}
 
   # BASE POLICY
   if config.base.steps and not isinstance(task, ArithTask):
@@ -452,10 +468,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   table = {name: results[name] for name in PHASES if name in results}
   print(format_table(table, METRIC_KEYS))
+  carry = {name: carry_columns(r) for name, r in table.items() if "lines_y1" in r}
+  if carry:
+    print("carrying + and - lines (greedy, held-out):")
+    print(format_table(carry, CARRY_KEYS))
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
         "reward per attempt": ("reward_y1", "reward_y2"),
         "dev (greedy, training split)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
+        "dev carrying lines": tuple(f"dev_{k}" for k in CARRY_KEYS),
         "loss": ("loss",)})
   return results
 

@@ -198,8 +198,11 @@ def carry_slip(op: str, left: int, right: int) -> int:
   """What dropping the units digit's carry (+) or borrow (-) adds to the result; 0 without one.
 
   18+14: 8+4 carries, so 22 is written for 32 (-10); 42-17: 2-7 borrows, so
-  35 is written for 25 (+10).
+  35 is written for 25 (+10). A negative left value (a noisy solution's) has
+  no units digit to carry from.
   """
+  if left < 0:
+    return 0
   if op == "+" and left % 10 + right % 10 >= 10:
     return -10
   if op == "-" and left % 10 < right % 10:
@@ -417,6 +420,32 @@ def check_solution(problem: ArithProblem, solution: str | Sequence[str]) -> Solu
   )
 
 
+def carry_profile(texts: Sequence[str]) -> dict[str, dict[str, float]]:
+  """How the + and - lines of some solutions were computed, each judged on its own operands.
+
+  Lines whose step carries or borrows (`carry_slip` != 0; 2-3 borrows too) and
+  plain ones are counted apart, as right, carry dropped (the habit's result:
+  4+8=2, 12-3=19) or otherwise wrong. A model's habit and its arithmetic show
+  here even where a wrong earlier line has already sunk the answer.
+  {"carry": {"lines": n, "right": share, "dropped": share, "other": share}, "plain": {...}}
+  """
+  counts = {kind: dict(right=0, dropped=0, other=0) for kind in ("carry", "plain")}
+  for text in texts:
+    for line in split_lines(text):
+      step = parse_line(line)
+      if not isinstance(step, Step) or step.op == "*":
+        continue
+      right = apply_op(step.op, step.left, step.right)
+      slip = carry_slip(step.op, step.left, step.right)
+      outcome = "right" if step.result == right else "dropped" if slip and step.result == right + slip else "other"
+      counts["carry" if slip else "plain"][outcome] += 1
+  out = {}
+  for kind, c in counts.items():
+    n = sum(c.values())
+    out[kind] = dict(lines=n, **{k: v / n if n else 0.0 for k, v in c.items()})
+  return out
+
+
 def reward(problem: ArithProblem, text: str) -> float:
   """r(y, y*): 1.0 when the last 'Answer:' line states the right integer."""
   return float(answers.extract_arith_answer(text) == problem.answer)
@@ -524,11 +553,12 @@ def continue_solution(
     step_error_rate: float = 0.0,
     error_types: Sequence[str] = ERROR_TYPES,
     carry_slip_rate: float = 0.0,
+    slip_ops: str = "+-",
 ) -> tuple[str, ...]:
   """Complete a solution from a prefix, trusting the results written in it.
 
-  Each new step that carries or borrows drops it with probability
-  `carry_slip_rate`; each new line is then corrupted with probability
+  Each new step of an operation in `slip_ops` that carries (+) or borrows (-)
+  drops it with probability `carry_slip_rate`; each new line is then corrupted with probability
   `step_error_rate`, with a type drawn from the applicable `error_types`
   (either needs `rng`). A prefix that already ends in an answer line is
   returned as it is.
@@ -544,7 +574,7 @@ def continue_solution(
     if j < len(problem.ops):
       op, n = problem.ops[j]
       line = step_line(value, op, n)
-      slipped = _dropped_carry_line(value, op, n) if carry_slip_rate > 0.0 else None
+      slipped = _dropped_carry_line(value, op, n) if carry_slip_rate > 0.0 and op in slip_ops else None
       if slipped and rng.random() < carry_slip_rate:
         line = slipped
     else:
@@ -590,12 +620,13 @@ def inject_error(
     rng: np.random.Generator,
     lines: Sequence[str] | None = None,
     carry_slip_rate: float = 0.0,
+    slip_ops: str = "+-",
 ) -> ArithSolution:
   """`lines` (default: the reference solution) up to line `index`, wrong there with
-  `error_type`, continued from it with carries slipping at `carry_slip_rate`."""
+  `error_type`, continued from it with carries slipping at `carry_slip_rate` (in `slip_ops`)."""
   prefix = tuple(solution_lines(problem) if lines is None else lines)[:index]
   bad = corrupt_step(problem, prefix, error_type, rng)
-  written = continue_solution(problem, prefix + (bad,), rng, carry_slip_rate=carry_slip_rate)
+  written = continue_solution(problem, prefix + (bad,), rng, carry_slip_rate=carry_slip_rate, slip_ops=slip_ops)
   return _labelled(problem, written, {index: error_type})
 
 
@@ -605,12 +636,13 @@ def write_solution(
     error_rate: float,
     error_types: Sequence[str] = ERROR_TYPES,
     carry_slip_rate: float = 0.0,
+    slip_ops: str = "+-",
 ) -> ArithSolution:
   """A noisy solver: with probability `error_rate` the solution has a random error.
 
   The solver first writes its own solution, in which every step that carries
   or borrows drops it with probability `carry_slip_rate` (a habit: 0 writes
-  the reference solution). The random error's line is uniform over the lines
+  the reference solution), in the operations of `slip_ops` ("+": carries only). The random error's line is uniform over the lines
   where some allowed type applies, the type uniform over those that apply
   there; the rest of the solution follows every wrong line consistently, as
   a solver that trusts itself would. `error_type` names the earliest error.
@@ -620,7 +652,10 @@ def write_solution(
   unknown = set(error_types) - set(ERROR_TYPES)
   if unknown:
     raise ValueError(f"unknown error types {sorted(unknown)}; expected some of {ERROR_TYPES}")
-  own = continue_solution(problem, (), rng, carry_slip_rate=carry_slip_rate)
+  if set(slip_ops) - {"+", "-"}:
+    raise ValueError(f"slip_ops={slip_ops!r}: the habit drops carries of '+' and borrows of '-'; expected a "
+                     "subset of '+-'")
+  own = continue_solution(problem, (), rng, carry_slip_rate=carry_slip_rate, slip_ops=slip_ops)
   if rng.random() >= error_rate:
     return _labelled(problem, own, {})
   sites = []
@@ -631,7 +666,7 @@ def write_solution(
   if not sites:
     return _labelled(problem, own, {})
   index, kinds = _choice(rng, sites)
-  return inject_error(problem, index, _choice(rng, kinds), rng, own, carry_slip_rate)
+  return inject_error(problem, index, _choice(rng, kinds), rng, own, carry_slip_rate, slip_ops)
 
 
 def _labelled(problem: ArithProblem, lines: tuple[str, ...], injected: dict[int, str]) -> ArithSolution:
