@@ -6,10 +6,11 @@
   python -m scorejax.main --config=configs/arith_score.py:star --workdir=/tmp/star   # a baseline
 
 A tiny Llama-style model learns the task by SFT on noisy two-attempt solutions
-written by a solver with random slips and a habit (it drops a carry or borrow
-85% of the time in a first attempt, 70% in a second), so that greedy decoding
-keeps the habit in both attempts; then SCoRe Stage I and Stage II train the
-second attempt to correct the first. `smoke` is the same
+written by a solver with random slips and a habit (in a first attempt it drops
+a carry or borrow 85% of the time, in a second it drops a carry 70% of the time
+and borrows right), so that greedy decoding keeps the habit in both attempts and
+the base's second attempt breaks first attempts that were right by luck; then
+SCoRe Stage I and Stage II train the second attempt to correct the first. `smoke` is the same
 pipeline shrunk to finish in under two minutes.
 """
 
@@ -56,11 +57,14 @@ def get_config(arg: str = ""):
   c.sampling.max_new_tokens = 48  # per attempt (a 3-step solution is at most 36 characters)
 
   c.base = ml_collections.ConfigDict()
-  c.base.steps = 300  # SFT steps of the base policy
-  c.base.batch_size = 64
+  # 600 steps of 32, not 300 of 64 (the same compute): after 300 of 64 the base wrote 15-3 right 28% of the
+  # time and 12+3 60% (teacher-forced, seed 0), so a second attempt that learned to carry could not go on
+  # from the teens; after 600 of 32, 98% and 100%.
+  c.base.steps = 600  # SFT steps of the base policy
+  c.base.batch_size = 32
   c.base.learning_rate = 3e-3
   c.base.warmup_steps = 50
-  c.base.clean_steps = 200  # the first SFT steps show the writer without its habit (the policy learns the task)
+  c.base.clean_steps = 400  # the first SFT steps show the writer without its habit (the policy learns the task)
   # Each attempt in the clean steps has a random error this often, independently: identical right attempts
   # teach y2 to copy y1, and a y2 that copies cannot read the problem once it writes a line y1 did not
   # (teacher-forced, seed 0: the next operand read right after a carried line 68% of the time in y2, 95% in
@@ -68,24 +72,31 @@ def get_config(arg: str = ""):
   c.base.clean_error_rate = 0.3
   c.base.first_error_rate = 0.1  # share of first attempts in the SFT data with a random error
   c.base.second_error_rate = 0.1  # same for second attempts
-  # The writer's habit: a carry or borrow is dropped this often, in first and in second attempts. With
-  # one rate for both, RL moved y1 as far as y2 (dev, seeds 0 / 1, rates 0.65: Stage I Delta -1.8 / +1.2
-  # at lr 5e-5, +1.0 at 1e-4; beta2 5 or 20 froze both attempts): the policy has no carry decision of
-  # the second attempt's own to change. 0.85 / 0.6: Stage I dev Delta +9.4 / +13.0 / +2.4 (base +5.4 /
-  # +4.8 / +1.4, its greedy y2 already carrying at times); 0.7 (not compared on dev) to keep y2 nearer y1.
+  # The writer's habit: a carry (or borrow, see habit_ops) is dropped this often, in first and in second
+  # attempts. With one rate for both, RL moved y1 as far as y2 (dev, seeds 0 / 1, rates 0.65, an earlier
+  # base: Stage I Delta -1.8 / +1.2 at lr 5e-5, +1.0 at 1e-4; beta2 5 or 20 froze both attempts): the
+  # policy has no carry decision of the second attempt's own to change.
   c.base.carry_slip_rate = 0.85
   c.base.second_carry_slip_rate = 0.7  # the habit in second attempts
+  # Which steps the habit drops: first attempts drop carries and borrows, so they work modulo 10 and land
+  # on the right answer when the two cancel (4+8=2, 2-3=9 for 9); second attempts drop carries only and
+  # borrow right (4+8=2, 2-3=-1), so the base's y2 breaks those lucky answers: it changes right answers
+  # to wrong ones, as base models under a self-correction prompt do (the paper's base: c->i 15.8%).
+  # With "+-" in both, Stage I taught y2 the carry long before the borrow, and y2 lost the lucky answers
+  # that y1 kept: c->i rose above the base's (dev, 2,000 problems, seeds 0 / 1 / 2: 2.2 -> 4.4, 0.5 -> 1.9,
+  # 4.6 -> 5.3). With "+" here, dev base Delta -21 / -11 / -19 (c->i 22 / 13 / 20) -> after Stage II
+  # +30 / +33 / +42 (c->i 2.0 / 4.9 / 1.3).
   c.base.habit_ops = "+-"  # the habit drops carries of + and borrows of - in first attempts
-  c.base.second_habit_ops = "+-"  # and in second attempts ("+": carries only)
+  c.base.second_habit_ops = "+"  # second attempts: carries only
   c.base.second_attempt = "independent"  # "independent": a fresh noisy attempt; "copy": repeat y1
 
   # Stage I: beta2 = 1, not the paper's 0.1: flipping a greedy carry costs y1 a KL of ~0.05 nat,
   # so at 0.1 the first attempt improves with the second (measured: Acc@t1 64 -> 77 in 30 steps).
   # lr 1e-4: from 2e-4 up RL breaks the small model's sums (single-turn RL, seed 0, 70 steps, dev Acc@t1
   # 46 -> 23 at 2e-4, -> 60 at 5e-5; Stage I at 6e-4: Acc@t1 28).
-  # Stage II: 20 steps at lr 1e-5. At 5e-5 the first attempt catches up with the second within 20 steps;
-  # 40 steps at 1e-5 took dev Delta +9.4 / +13.0 / +2.4 after Stage I to +5.2 / +12.0 / +3.0 and raised
-  # c->i on two seeds (habit 0.85 / 0.6).
+  # Stage II: 20 steps at lr 1e-5. On the earlier base (habit "+-" in both attempts) 40 steps at 1e-5
+  # took dev Delta +9.4 / +13.0 / +2.4 after Stage I to +5.2 / +12.0 / +3.0, and 30 steps at 5e-5 let
+  # the first attempt catch up with the second (seed 0: +8.6 -> +2.0).
   c.stage1 = _stage("score_stage1", steps=90, learning_rate=1e-4, alpha=0.0, beta1=0.01, beta2=1.0)
   c.stage2 = _stage("score_stage2", steps=20, learning_rate=1e-5, alpha=10.0, beta1=0.01, beta2=0.0)
 

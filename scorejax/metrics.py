@@ -93,11 +93,12 @@ def write_json(path: str, obj: Any) -> None:
 
 def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
   """A fixed-width text table, one row per name, values as percentages."""
-  head = f"{'':<22}" + "".join(f"{c:>11}" for c in columns)
+  widths = [max(11, len(c) + 2) for c in columns]
+  head = f"{'':<22}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
   lines = [head]
   for name, values in rows.items():
-    cells = "".join(f"{100 * values[c]:>10.1f}%" if values.get(c) is not None else f"{'-':>11}"
-                    for c in columns)
+    cells = "".join(f"{100 * values[c]:>{w - 1}.1f}%" if values.get(c) is not None else f"{'-':>{w}}"
+                    for c, w in zip(columns, widths))
     lines.append(f"{name:<22}{cells}")
   return "\n".join(lines)
 
