@@ -41,11 +41,12 @@ def finished_run(tmp_path_factory):
 def test_main_writes_every_output(finished_run):
   workdir, proc = finished_run
   results = _results(workdir)
+  full = json.loads((workdir / "eval.json").read_text())
   assert set(results) == {"base", "stage1", "stage2"}
   for name, table in results.items():
     assert set(table) == set(KEYS)
     for attempt in ("y1", "y2"):  # what each attempt's carrying lines did
-      carry = json.load(open(workdir / "eval.json"))[name][f"lines_{attempt}"]["carry"]
+      carry = full[name][f"lines_{attempt}"]["carry"]
       assert carry["right"] + carry["dropped"] + carry["other"] == pytest.approx(1.0 if carry["lines"] else 0.0)
     assert table["delta"] == pytest.approx(table["acc_t2"] - table["acc_t1"])
     assert table["delta"] == pytest.approx(table["delta_i2c"] - table["delta_c2i"])

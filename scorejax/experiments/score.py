@@ -420,7 +420,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def interval_eval(p):
     """Interval evaluations read training-split problems: settings are tuned on them, never on eval."""
     m = evaluate(lm, p, task, config, mesh, dev_problems)
-    return {f"dev_{k}": v for k, v in dict(carry_columns(m), **{k: m[k] for k in METRIC_KEYS}).items()}
+    row = dict({k: m[k] for k in METRIC_KEYS}, **carry_columns(m))
+    return {f"dev_{k}": v for k, v in row.items()}
 
   # BASE POLICY
   if config.base.steps and not isinstance(task, ArithTask):
@@ -468,7 +469,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   table = {name: results[name] for name in PHASES if name in results}
   print(format_table(table, METRIC_KEYS))
-  carry = {name: carry_columns(r) for name, r in table.items() if "lines_y1" in r}
+  carry = {name: columns for name, r in table.items() if (columns := carry_columns(r))}
   if carry:
     print("carrying + and - lines (greedy, held-out):")
     print(format_table(carry, CARRY_KEYS))

@@ -558,9 +558,9 @@ def continue_solution(
   """Complete a solution from a prefix, trusting the results written in it.
 
   Each new step of an operation in `slip_ops` that carries (+) or borrows (-)
-  drops it with probability `carry_slip_rate`; each new line is then corrupted with probability
-  `step_error_rate`, with a type drawn from the applicable `error_types`
-  (either needs `rng`). A prefix that already ends in an answer line is
+  drops it with probability `carry_slip_rate`; each new line is then
+  corrupted with probability `step_error_rate`, with a type drawn from the
+  applicable `error_types` (either needs `rng`). A prefix that already ends in an answer line is
   returned as it is.
   """
   if (step_error_rate > 0.0 or carry_slip_rate > 0.0) and rng is None:
@@ -642,10 +642,11 @@ def write_solution(
 
   The solver first writes its own solution, in which every step that carries
   or borrows drops it with probability `carry_slip_rate` (a habit: 0 writes
-  the reference solution), in the operations of `slip_ops` ("+": carries only). The random error's line is uniform over the lines
-  where some allowed type applies, the type uniform over those that apply
-  there; the rest of the solution follows every wrong line consistently, as
-  a solver that trusts itself would. `error_type` names the earliest error.
+  the reference solution), in the operations of `slip_ops` ("+": carries
+  only). The random error's line is uniform over the lines where some allowed
+  type applies, the type uniform over those that apply there; the rest of the
+  solution follows every wrong line consistently, as a solver that trusts
+  itself would. `error_type` names the earliest error.
   """
   if not 0.0 <= error_rate <= 1.0 or not 0.0 <= carry_slip_rate <= 1.0:
     raise ValueError(f"error_rate and carry_slip_rate must be in [0, 1], got {error_rate}, {carry_slip_rate}")
