@@ -22,6 +22,7 @@ def get_config(arg: str = ""):
   c.experiment = "score"  # scorejax.experiments.<experiment>.run(config, workdir)
   c.seed = 0  # model init, data order and sampling keys
   c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: the remaining devices
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
   c.log_every = 10  # steps between metrics.jsonl records
   c.tensorboard = True  # also write TensorBoard event files
   c.logprob_chunk = 64  # sequence positions per chunk of the log-prob computation

@@ -2,7 +2,9 @@
 
 Any config field can be overridden on the command line, e.g.
 `--config.seed=1 --config.stage2.alpha=5`. Running the same command again
-resumes from the workdir's latest checkpoints.
+resumes from the workdir's latest checkpoints; a workdir holds one config,
+and a rerun whose config would change its results is refused (exit 2) with
+the differing keys named.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from scorejax import parallel
+from scorejax import parallel, phases
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 
-EXPERIMENTS = ("score",)
+EXPERIMENTS = ("score", "deepcritic")
 
 
 def main(argv):
@@ -36,7 +38,10 @@ def main(argv):
   experiment = importlib.import_module(f"scorejax.experiments.{config.experiment}")
   try:
     experiment.run(config, _WORKDIR.value)
-  except experiment.Preempted as e:
+  except phases.ConfigMismatch as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(2)
+  except phases.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(143)
 

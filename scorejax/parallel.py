@@ -154,6 +154,34 @@ def spec_for(path: str, shape: Sequence[int], mesh: Mesh, rules) -> P:
   return P(*fitted)
 
 
+def rules_from_config(config) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
+  """config.partition_rules as (regex, axes) pairs, checked; empty or absent: DEFAULT_RULES.
+
+  In a config file: `c.partition_rules = ((r"embed_tokens$", ("tensor", "fsdp")), ...)`; the first
+  rule whose regex is found in a parameter's path gives the mesh axis of each dimension.
+  """
+  given = config.get("partition_rules") or ()
+  rules = []
+  for i, rule in enumerate(given):
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      raise ValueError(f"config.partition_rules[{i}]={rule!r}: expected (regex, axes), e.g. "
+                       "(r'mlp/up_proj/kernel$', ('fsdp', 'tensor'))")
+    pattern, axes = rule
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ValueError(f"config.partition_rules[{i}]: {pattern!r} is not a regular expression ({e})") from None
+    axes = tuple(axes)
+    for axis in axes:
+      names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+      unknown = [n for n in names if n not in MESH_AXES]
+      if unknown:
+        raise ValueError(f"config.partition_rules[{i}] ({pattern!r}) names mesh axes {unknown}; expected "
+                         f"some of {MESH_AXES} or None")
+    rules.append((pattern, axes))
+  return tuple(rules) or DEFAULT_RULES
+
+
 def param_shardings(abstract_params, mesh: Mesh, rules=DEFAULT_RULES):
   """A pytree of NamedShardings matching `abstract_params` (arrays or ShapeDtypeStructs)."""
   def one(path, leaf):

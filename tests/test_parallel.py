@@ -54,6 +54,21 @@ def test_partition_rules_are_data():
     spec("extra/weight", (3,))
 
 
+def test_partition_rules_are_read_from_the_config():
+  import ml_collections
+  assert parallel.rules_from_config(ml_collections.ConfigDict({"partition_rules": ()})) is parallel.DEFAULT_RULES
+  mine = ((r".*", (None, "tensor")),)
+  config = ml_collections.ConfigDict({"partition_rules": mine})
+  rules = parallel.rules_from_config(config)
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  assert parallel.spec_for("layers/0/mlp/down_proj/kernel", (128, 64), mesh, rules) == jax.sharding.PartitionSpec(
+      None, "tensor")  # the default rules would give ("tensor", "fsdp")
+  with pytest.raises(ValueError, match=r"partition_rules\[0\] \('kernel\$'\) names mesh axes \['model'\]"):
+    parallel.rules_from_config(ml_collections.ConfigDict({"partition_rules": ((r"kernel$", ("model",)),)}))
+  with pytest.raises(ValueError, match=r"partition_rules\[0\]: '\(' is not a regular expression"):
+    parallel.rules_from_config(ml_collections.ConfigDict({"partition_rules": ((r"(", (None,)),)}))
+
+
 def test_mesh_sizes_resolve_and_bad_meshes_are_explained():
   assert parallel.mesh_shape({"data": -1, "tensor": 2}, 8) == {"data": 4, "fsdp": 1, "tensor": 2}
   with pytest.raises(ValueError, match="needs 6 devices but 8 are available"):

@@ -92,7 +92,7 @@ def test_sigkill_then_rerun_ends_with_the_same_metrics(finished_run, tmp_path):
 
 
 def test_dev_problems_are_fixed_and_never_drawn_for_training_or_eval():
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
   task = make_task(_arith_config().task)
   dev = task.dev_problems(40)
@@ -140,7 +140,7 @@ def _attempt_rewards(task, config, step, attempt):
 
 
 def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   config = _arith_config(("base.clean_steps", 3), ("base.clean_error_rate", 0.0), ("base.first_error_rate", 0.0),
                          ("base.second_error_rate", 1.0), ("base.carry_slip_rate", 0.0),
                          ("base.second_carry_slip_rate", 0.0))
@@ -154,7 +154,7 @@ def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
 
 def test_each_attempt_has_its_own_carry_habit():
   from scorejax.experiments import score
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
   config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
                          ("base.carry_slip_rate", 0.0), ("base.second_carry_slip_rate", 1.0))
@@ -172,7 +172,7 @@ def test_each_attempt_has_its_own_carry_habit():
 
 def test_a_habit_of_carries_only_keeps_every_borrow():
   from scorejax.experiments import score
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
   config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
                          ("base.carry_slip_rate", 1.0), ("base.second_carry_slip_rate", 1.0),
@@ -191,7 +191,7 @@ def test_a_habit_of_carries_only_keeps_every_borrow():
 
 
 def test_clean_steps_write_two_independent_attempts_without_the_habit():
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   config = _arith_config(("base.clean_steps", 3), ("base.clean_error_rate", 0.5), ("base.carry_slip_rate", 1.0),
                          ("base.batch_size", 64))
   task = make_task(config.task)
@@ -209,7 +209,7 @@ def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its
   import jax
   from scorejax import parallel
   from scorejax.experiments import score
-  from scorejax.experiments.score_tasks import make_task
+  from scorejax.tasks.base import make_task
   from scorejax.sampling import Greedy
   config = _arith_config()
   task = make_task(config.task)

@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 
 from hf_fixtures import save_hf_model
-from scorejax.experiments import score, score_tasks
+from scorejax import phases
+from scorejax.experiments import score
+from scorejax.tasks import chat, math_task
+from scorejax.tasks.base import make_task
 from scorejax.tasks import templates
 
 QWEN_TEMPLATE = (
@@ -92,7 +95,7 @@ def task_config(assets, **overrides):
 
 @pytest.fixture(autouse=True)
 def keep_sigterm():
-  """score.PhaseRunner installs a SIGTERM handler; give pytest its own back."""
+  """phases.PhaseRunner installs a SIGTERM handler; give pytest its own back."""
   handler = signal.getsignal(signal.SIGTERM)
   yield
   signal.signal(signal.SIGTERM, handler)
@@ -125,7 +128,7 @@ def qwen_config(assets, **extra):
 
 @pytest.fixture(scope="module")
 def task(assets):
-  return score_tasks.make_task(task_config(assets))
+  return make_task(task_config(assets))
 
 
 # ----------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def test_stop_ids_add_the_end_of_turn_token_to_eos(task, tmp_path):
   # A base model's eos (<|endoftext|>) is not what its chat template closes turns with;
   # stopping on eos alone would let attempt 1 run on through <|im_end|>.
   save_tokenizer(tmp_path, eos="<|endoftext|>")
-  base = score_tasks.make_task(task_config(dict(train=task.config.train_path, eval=task.config.eval_path,
+  base = make_task(task_config(dict(train=task.config.train_path, eval=task.config.eval_path,
                                                 hf_dir=str(tmp_path))))
   assert base.tokenizer.eos_id == 0
   assert base.stop_ids == (0, 2)
@@ -181,12 +184,12 @@ def test_text_and_reward_drop_the_stop_token(task):
 ])
 def test_templates_that_cannot_hold_a_sampled_attempt_are_refused(assets, tmp_path, template, message):
   save_tokenizer(tmp_path, chat_template=template)
-  with pytest.raises(score_tasks.ChatTemplateError, match=message):
-    score_tasks.make_task(task_config(assets, tokenizer_dir=str(tmp_path)))
+  with pytest.raises(chat.ChatTemplateError, match=message):
+    make_task(task_config(assets, tokenizer_dir=str(tmp_path)))
 
 
 def test_without_chat_template_the_instruction_is_the_plain_template(assets):
-  task = score_tasks.make_task(task_config(assets, chat_template=False))
+  task = make_task(task_config(assets, chat_template=False))
   assert task.instruction_ids == task.tokenizer.encode(templates.get_templates("math").self_correct)
   assert task.stop_ids == (2,)
   assert "<|im_start|>" not in task.tokenizer.decode(task.prompt_ids(task.eval_problems[0]))
@@ -213,22 +216,22 @@ def test_train_problems_are_a_function_of_seed_phase_and_step(task):
 
 
 def test_dev_problems_are_train_rows_held_out_from_training(assets):
-  task = score_tasks.make_task(task_config(assets, dev_size=2))
+  task = make_task(task_config(assets, dev_size=2))
   dev = task.dev_problems(2)
-  assert dev == score_tasks.make_task(task_config(assets, dev_size=2)).dev_problems(2)  # fixed
+  assert dev == make_task(task_config(assets, dev_size=2)).dev_problems(2)  # fixed
   assert len({p.id for p in dev}) == 2 and len(task.train) == len(TRAIN) - 2
-  assert sorted(p.id for p in dev + task.train) == sorted(p.id for p in score_tasks.make_task(
+  assert sorted(p.id for p in dev + task.train) == sorted(p.id for p in make_task(
       task_config(assets)).train)  # the train rows, split in two
   drawn = {p.id for step in range(8) for p in task.train_problems(0, "stage1", step, 2)}
   assert not drawn & {p.id for p in dev}
   with pytest.raises(ValueError, match="dev_size=2 holds out 2"):
     task.dev_problems(3)
   with pytest.raises(ValueError, match="dev_size=4"):
-    score_tasks.make_task(task_config(assets, dev_size=len(TRAIN)))
+    make_task(task_config(assets, dev_size=len(TRAIN)))
 
 
 def test_eval_size_takes_a_prefix(assets):
-  task = score_tasks.make_task(task_config(assets, eval_size=2))
+  task = make_task(task_config(assets, eval_size=2))
   assert [p.answer for p in task.eval_problems] == ["7", "3"]
 
 
@@ -239,7 +242,7 @@ def test_missing_data_fails_before_any_compute(assets, tmp_path, monkeypatch):
     raise AssertionError("the model was built before the data was checked")
 
   monkeypatch.setattr(score, "build_model", no_model)
-  with pytest.raises(score_tasks.MissingData, match=r"config.task.eval_path=.*MATH-500"):
+  with pytest.raises(math_task.MissingData, match=r"config.task.eval_path=.*MATH-500"):
     score.run(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
 
@@ -248,8 +251,8 @@ def test_unprepared_gsm8k_says_how_to_prepare_it(assets, tmp_path):
   c = ml_collections.ConfigDict(dict(name="gsm8k", data_dir=str(tmp_path), train_split="train",
                                      eval_split="test", eval_size=0, dev_seed=0, tokenizer_dir=assets["hf_dir"],
                                      templates="math", chat_template=True))
-  with pytest.raises(score_tasks.MissingData, match="python -m scorejax.tasks.gsm8k"):
-    score_tasks.make_task(c)
+  with pytest.raises(math_task.MissingData, match="python -m scorejax.tasks.gsm8k"):
+    make_task(c)
 
 
 # ----------------------------------------------------------------------------
@@ -260,15 +263,17 @@ def test_unprepared_gsm8k_says_how_to_prepare_it(assets, tmp_path):
 def test_base_phase_with_zero_steps_passes_the_loaded_params_through(assets, tmp_path):
   config = qwen_config(assets)
   mesh = score.parallel.make_mesh(dict(config.mesh))
-  task = score_tasks.make_task(config.task)
+  task = make_task(config.task)
   lm, loaded = score.build_model(config, task, mesh)
 
   def no_batch(step, state):
     raise AssertionError("a 0-step phase asked for a batch")
 
   writer = score.MetricWriter(str(tmp_path), tensorboard=False)
-  out = score.PhaseRunner(config, str(tmp_path), lm, mesh, writer).run(
-      "base", 0, score.OptimizerConfig(), loaded, score.sft_loss_fn(lm, 8), no_batch, 0)
+  loss_fn = score.build_loss_fn(score.sft.sft_loss, score.model_logprobs(lm, 8), score.base_sft_inputs,
+                                score.sft.SFTConfig())
+  out = phases.PhaseRunner(config, str(tmp_path), lm, mesh, writer).run(
+      "base", 0, score.OptimizerConfig(), loaded, loss_fn, no_batch, 0)
   writer.close()
   same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), out, loaded)
   assert all(jax.tree.leaves(same))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scorejax.objectives import score
-from scorejax.objectives.factory import make_loss_fn
+from scorejax.objectives.loss import build_loss_fn
 
 RUNNERS = {"eager": lambda f: f, "jit": jax.jit}
 
@@ -118,8 +118,9 @@ def test_one_forward_pass_with_two_masks_equals_separate_arrays():
 
 def test_loss_factory_matches_direct_call():
   params = {"y1": LOGP_Y1_BxT, "y2": LOGP_Y2_BxT}
-  loss_fn = make_loss_fn(score.stage2_loss, lambda p: score.AttemptLogprobs(p["y1"], p["y2"]), BATCH, CONFIG)
-  (loss, aux), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+  loss_fn = build_loss_fn(score.stage2_loss, lambda p, batch: score.AttemptLogprobs(p["y1"], p["y2"]),
+                          lambda batch: batch, CONFIG)
+  (loss, aux), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, BATCH)
   (direct_loss, _), direct_grads = _value_and_grads(score.stage2_loss, CONFIG)
   np.testing.assert_allclose(loss, direct_loss, atol=1e-6)
   np.testing.assert_allclose(grads["y1"], direct_grads.y1_BxT, atol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scorejax.objectives import spc
-from scorejax.objectives.factory import make_loss_fn
+from scorejax.objectives.loss import build_loss_fn
 
 RUNNERS = {"eager": lambda f: f, "jit": jax.jit}
 
@@ -67,8 +67,8 @@ def test_batches_with_one_kind_of_record():
 
 
 def test_loss_factory():
-  loss_fn = make_loss_fn(spc.spc_loss, lambda params: params["logp"], BATCH, spc.SPCConfig())
-  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))({"logp": LOGP_BxT})
+  loss_fn = build_loss_fn(spc.spc_loss, lambda params, batch: params["logp"], lambda batch: batch, spc.SPCConfig())
+  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))({"logp": LOGP_BxT}, BATCH)
   np.testing.assert_allclose(loss, 0.3 + (-RHO_0 + 0.8) / 2, atol=1e-6)
   assert grads["logp"].shape == (3, 2)
 

@@ -36,6 +36,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.experiment = "score"  # scorejax.experiments.<experiment>.run(config, workdir)
   c.seed = 0  # data order and sampling keys
   c.mesh = dict(MESHES[host])
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
   c.log_every = 1  # steps between metrics.jsonl records (a step is a whole batch of rollouts)
   c.tensorboard = True  # also write TensorBoard event files
   c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits

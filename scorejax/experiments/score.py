@@ -22,38 +22,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import signal
-import time
-from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from scorejax import parallel
-from scorejax.checkpoint import Checkpointer, CheckpointConfig, abstract_like
 from scorejax.evaluation import score_metrics
-from scorejax.experiments.episodes import generated_ids, pack_episodes
-from scorejax.metrics import (MetricWriter, format_table, plot_curves, read_json, read_jsonl, truncate_after,
-                              write_json)
+from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl
 from scorejax.models import LM, hf, tiny_arith
-from scorejax.objectives import advantages, policy_gradient
 from scorejax.objectives import score as score_obj
+from scorejax.objectives import sft
 from scorejax.objectives.logprobs import sequence_logprobs
-from scorejax.objectives.sft import nll_token_mean
-from scorejax.experiments.score_tasks import PHASES, ArithTask, make_task
-from scorejax.sampling import Greedy, Sample, SamplerConfig, continue_sampling, left_pad, sample
+from scorejax.objectives.loss import build_loss_fn, model_logprobs
+from scorejax.phases import EvalCache, PhaseRunner, Preempted, claim_workdir, phase_offsets
+from scorejax.rollouts import first_turn, next_turn, padded_width, to_batch
+from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.tasks import arith
-from scorejax.train_step import OptimizerConfig, TrainState, init_train_state, make_optimizer, make_train_step
+from scorejax.tasks.arith.task import ArithTask
+from scorejax.tasks.base import make_task, stream_id
+from scorejax.train_step import OptimizerConfig
 
+__all__ = ["run", "Preempted"]
+
+PHASES = ("base", "stage1", "stage2")
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 CARRY_KEYS = ("carry_right_y1", "carry_right_y2", "carry_dropped_y1", "carry_dropped_y2")
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; the state was checkpointed and the run can be resumed."""
 
 
 # ----------------------------------------------------------------------------
@@ -61,12 +55,12 @@ class Preempted(Exception):
 # ----------------------------------------------------------------------------
 
 
-def build_model(config, task: ArithTask, mesh):
+def build_model(config, task, mesh, rules=parallel.DEFAULT_RULES):
   """(LM, initial params or None for a fresh init) from config.model."""
   c = config.model
   overrides = dict(param_dtype=c.param_dtype, dtype=c.dtype, remat=c.remat)
   if c.hf_dir:
-    return hf.load_hf(c.hf_dir, mesh, **overrides)
+    return hf.load_hf(c.hf_dir, mesh, rules, **overrides)
   if c.preset != "tiny_arith":
     raise ValueError(f"config.model.preset={c.preset!r}; expected 'tiny_arith' or set config.model.hf_dir")
   model_config = tiny_arith(task.tokenizer.vocab_size, d_model=c.d_model, n_layers=c.n_layers,
@@ -93,37 +87,37 @@ class Episodes:
   y1_on_policy: np.ndarray  # per row: y1 was sampled from the policy (trained on), not given
 
 
-def two_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
+def episode_cache_length(task, prompts, sampler: SamplerConfig) -> int:
+  """KV-cache slots of whole episodes [x, y1, p, y2], so that the second turn need not grow the cache."""
+  return sampler.buckets(padded_width(prompts) + 2 * sampler.max_new_tokens + len(task.instruction_ids))
+
+
+def two_attempts(lm: LM, params, task, problems, key, rule, sampler: SamplerConfig,
                  mesh, first_attempts: list[list[int]] | None = None) -> Episodes:
   """y1 ~ pi(.|x) (or given), then y2 ~ pi(.|x, y1, p), decoded from y1's KV cache when y1 is sampled here."""
   prompts = [task.prompt_ids(p) for p in problems]
-  x_BxT, x_mask = left_pad(prompts, task.tokenizer.pad_id)
+  pad = task.tokenizer.pad_id
   k1, k2 = jax.random.split(key)
-  episode_len = x_BxT.shape[1] + 2 * sampler.max_new_tokens + len(task.instruction_ids)
+  cache_length = episode_cache_length(task, prompts, sampler)
   if first_attempts is None:
-    r1 = sample(lm, params, x_BxT, x_mask, k1, rule, sampler, cache_length=sampler.buckets(episode_len),
-                mesh=mesh)
-    y1 = generated_ids(r1.tokens_BxN, r1.lengths_B)
-    p_BxT, p_mask = left_pad([task.instruction_ids] * len(problems), task.tokenizer.pad_id)
-    r2 = continue_sampling(lm, params, r1.context, p_BxT, p_mask, k2, rule, sampler, mesh=mesh)
+    t1 = first_turn(lm, params, prompts, k1, rule, sampler, mesh, pad_id=pad, cache_length=cache_length)
+    y1 = t1.ids
+    t2 = next_turn(lm, params, t1, [task.instruction_ids] * len(problems), k2, rule, sampler, mesh, pad_id=pad)
   else:  # attempt 1 comes from elsewhere (e.g. the base model): attempt 2 reads [x, y1, p] afresh
     y1 = first_attempts
-    c_BxT, c_mask = left_pad([x + y + task.instruction_ids for x, y in zip(prompts, y1)], task.tokenizer.pad_id)
-    r2 = sample(lm, params, c_BxT, c_mask, k2, rule, sampler, cache_length=sampler.buckets(episode_len),
-                mesh=mesh)
-  y2 = generated_ids(r2.tokens_BxN, r2.lengths_B)
+    t2 = first_turn(lm, params, [x + y + task.instruction_ids for x, y in zip(prompts, y1)], k2, rule, sampler,
+                    mesh, pad_id=pad, cache_length=cache_length)
+  y2 = t2.ids
   return Episodes(problems, prompts, y1, y2,
                   np.array([task.reward(p, y) for p, y in zip(problems, y1)], np.float32),
                   np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32),
                   np.full(len(problems), first_attempts is None))
 
 
-def first_attempts(lm: LM, params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
-                   mesh) -> list[list[int]]:
+def first_attempts(lm: LM, params, task, problems, key, rule, sampler: SamplerConfig, mesh) -> list[list[int]]:
   """y1 ~ pi(.|x) alone: the base model's first attempts that Stage II may mix in."""
-  x_BxT, x_mask = left_pad([task.prompt_ids(p) for p in problems], task.tokenizer.pad_id)
-  r1 = sample(lm, params, x_BxT, x_mask, key, rule, sampler, mesh=mesh)
-  return generated_ids(r1.tokens_BxN, r1.lengths_B)
+  prompts = [task.prompt_ids(p) for p in problems]
+  return first_turn(lm, params, prompts, key, rule, sampler, mesh, pad_id=task.tokenizer.pad_id).ids
 
 
 def policy_episodes(lm: LM, params, base_params, task: ArithTask, problems, key, rule, sampler: SamplerConfig,
@@ -211,7 +205,7 @@ def base_sft_batch(task: ArithTask, config, step: int) -> dict[str, np.ndarray]:
       raise ValueError(f"config.base.second_attempt={c.second_attempt!r}; expected 'independent' or 'copy'")
     rows.append([(task.prompt_ids(problem), None), (task.answer_ids(y1.text), "y1"),
                  (task.instruction_ids, None), (task.answer_ids(y2.text), "y2")])
-  return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+  return to_batch(rows, task.tokenizer.pad_id, ("y1", "y2"))
 
 
 def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, np.ndarray]:
@@ -223,13 +217,13 @@ def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, 
            (task.instruction_ids, None), (task.answer_ids(pair.second.text), "y2")]
           for pair in arith.two_attempt_examples(problems, rng, first_error_rate=c.pair_error_rate,
                                                  carry_slip_rate=config.base.carry_slip_rate)]
-  return pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+  return to_batch(rows, task.tokenizer.pad_id, ("y1", "y2"))
 
 
 def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
   rows = [[(x, None), (y1, "y1"), (task.instruction_ids, None), (y2, "y2")]
           for x, y1, y2 in zip(ep.prompts, ep.y1, ep.y2)]
-  batch = pack_episodes(rows, task.tokenizer.pad_id, ("y1", "y2"))
+  batch = to_batch(rows, task.tokenizer.pad_id, ("y1", "y2"))
   batch["mask_y1_BxT"] &= ep.y1_on_policy[:, None]  # a given y1's r1 shapes r_hat2; y1 gets no gradient
   batch.update(reward_y1_B=ep.reward_y1, reward_y2_B=ep.reward_y2)
   return batch
@@ -240,139 +234,36 @@ def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------
 
 
-def sft_loss_fn(lm: LM, chunk: int):
-  def loss_fn(params, batch, rng):
-    del rng
-    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                             chunk_size=chunk)
-    mask = batch["mask_y1_BxT"] | batch["mask_y2_BxT"]
-    return nll_token_mean(logp, mask), {}
-  return loss_fn
+def base_sft_inputs(batch) -> sft.SFTBatch:
+  return sft.SFTBatch(batch["mask_y1_BxT"] | batch["mask_y2_BxT"])
 
 
-def score_loss_fn(lm: LM, chunk: int, objective: Callable, cfg: score_obj.ScoreConfig):
-  """Stage I or II on a packed batch; y1 and y2 share one forward pass."""
-  def loss_fn(params, batch, rng):
-    del rng
-    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                             chunk_size=chunk)
-    ref = batch["ref_logp_BxT"]
-    score_batch = score_obj.ScoreBatch(
-        ref_logp_y1_BxT=ref, mask_y1_BxT=batch["mask_y1_BxT"], ref_logp_y2_BxT=ref,
-        mask_y2_BxT=batch["mask_y2_BxT"], reward_y1_B=batch["reward_y1_B"], reward_y2_B=batch["reward_y2_B"])
-    return objective(score_obj.AttemptLogprobs(logp, logp), score_batch, cfg)
-  return loss_fn
-
-
-def single_turn_loss_fn(lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
-  """Single-turn RL baseline: REINFORCE on y1 with r(y1), KL beta1; y2 is not trained."""
-  def loss_fn(params, batch, rng):
-    del rng
-    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                             chunk_size=chunk)
-    advantage_B = advantages.compute_advantages(cfg.baseline, batch["reward_y1_B"], cfg.group_size)
-    loss, aux = policy_gradient.reinforce_loss(logp, batch["ref_logp_BxT"], batch["mask_y1_BxT"], advantage_B,
-                                               kl_coef=cfg.beta1, kl_estimator=cfg.kl_estimator)
-    return loss, dict(aux, reward_y1=jnp.mean(batch["reward_y1_B"]), reward_y2=jnp.mean(batch["reward_y2_B"]))
-  return loss_fn
-
-
-def second_attempt_sft_loss_fn(lm: LM, chunk: int, filtered: bool):
-  """SFT on y2 tokens: Pair-SFT (every row) or STaR (only rows whose y2 was right)."""
-  def loss_fn(params, batch, rng):
-    del rng
-    logp = sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                             chunk_size=chunk)
-    mask = batch["mask_y2_BxT"]
-    aux = {}
-    if filtered:
-      keep_B = batch["reward_y2_B"] > 0.5
-      mask = mask & keep_B[:, None]
-      aux = {"kept": jnp.mean(keep_B.astype(jnp.float32)), "reward_y1": jnp.mean(batch["reward_y1_B"]),
-             "reward_y2": jnp.mean(batch["reward_y2_B"])}
-    return nll_token_mean(logp, mask), aux
-  return loss_fn
+def second_attempt_inputs(batch) -> sft.SFTBatch:
+  return sft.SFTBatch(batch["mask_y2_BxT"])
 
 
 METHODS = ("score_stage1", "score_stage2", "single_turn", "star", "pair_sft")
 
 
 def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
-  """The loss of a training phase and whether its batches are the policy's own episodes."""
+  """The loss of a training phase and whether its batches are the policy's own episodes.
+
+  SCoRe's stages and single-turn RL read both attempts from one forward pass
+  over [x, y1, p, y2]; STaR and Pair-SFT train the y2 tokens only.
+  """
+  attempts = model_logprobs(lm, chunk, score_obj.attempts_view)
+  tokens = model_logprobs(lm, chunk)
   if method == "score_stage1":
-    return score_loss_fn(lm, chunk, score_obj.stage1_loss, cfg), True
+    return build_loss_fn(score_obj.stage1_loss, attempts, score_obj.episode_inputs, cfg), True
   if method == "score_stage2":
-    return score_loss_fn(lm, chunk, score_obj.stage2_loss, cfg), True
+    return build_loss_fn(score_obj.stage2_loss, attempts, score_obj.episode_inputs, cfg), True
   if method == "single_turn":
-    return single_turn_loss_fn(lm, chunk, cfg), True
+    return build_loss_fn(score_obj.single_turn_loss, attempts, score_obj.episode_inputs, cfg), True
   if method == "star":
-    return second_attempt_sft_loss_fn(lm, chunk, filtered=True), True
+    return build_loss_fn(score_obj.star_loss, tokens, score_obj.star_inputs, score_obj.StarConfig()), True
   if method == "pair_sft":
-    return second_attempt_sft_loss_fn(lm, chunk, filtered=False), False
+    return build_loss_fn(sft.sft_loss, tokens, second_attempt_inputs, sft.SFTConfig()), False
   raise ValueError(f"phase method {method!r}; expected one of {METHODS}")
-
-
-# ----------------------------------------------------------------------------
-# The loop of one phase
-# ----------------------------------------------------------------------------
-
-
-class PhaseRunner:
-  """Runs phases with checkpoints, metrics, a progress bar and SIGTERM handling."""
-
-  def __init__(self, config, workdir: str, lm: LM, mesh, writer: MetricWriter):
-    self.config, self.workdir, self.lm, self.mesh, self.writer = config, workdir, lm, mesh, writer
-    self.preempted = False
-    signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    self.preempted = True
-
-  def checkpointer(self, phase: str) -> Checkpointer:
-    c = self.config.checkpoint
-    return Checkpointer(CheckpointConfig(
-        directory=os.path.join(self.workdir, "checkpoints", phase), max_to_keep=c.max_to_keep,
-        save_interval_steps=c.every, async_save=c.async_save))
-
-  def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
-          make_batch: Callable[[int, TrainState], dict], step_offset: int, eval_fn=None):
-    """Trains `steps` steps from `params`; returns the final params. Resumes when it can."""
-    if steps == 0:  # nothing to train (e.g. an instruct checkpoint is the base policy)
-      return params
-    optimizer = make_optimizer(opt_cfg)
-    state, shardings = init_train_state(self.lm.init, optimizer, jax.random.key(self.config.seed),
-                                        self.mesh, params=params)
-    train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps)
-    meta = {"phase": phase, "config": self.config.to_dict()}
-    with self.checkpointer(phase) as ckpt:
-      if ckpt.latest_step() is not None:
-        state, saved = ckpt.restore(abstract_like(state))
-        if saved.get("finished"):
-          return state.params
-      start = int(state.step)
-      truncate_after(self.writer.path, phase, step_offset + start)
-      bar = tqdm.tqdm(range(start, steps), desc=phase, initial=start, total=steps, dynamic_ncols=True,
-                      disable=jax.process_index() != 0)
-      for step in bar:
-        t = time.perf_counter()
-        batch, batch_metrics = make_batch(step, state)
-        state, metrics = train(state, parallel.shard_batch(batch, self.mesh))
-        metrics = dict(jax.device_get(metrics), **batch_metrics, step_s=time.perf_counter() - t)
-        if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
-          record = self.writer.write(step_offset + step + 1, phase, metrics)
-          bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "reward_y1", "reward_y2") if k in record})
-        if eval_fn is not None and self.config.eval.every and (step + 1) % self.config.eval.every == 0:
-          self.writer.write(step_offset + step + 1, phase, eval_fn(state.params))
-        # Step + 1 is never saved yet (a resume starts after the latest save), so forcing
-        # the last step, or the step a SIGTERM arrived in, cannot collide with a save.
-        stop, done = self.preempted, step + 1 == steps
-        ckpt.save(step + 1, state, dict(meta, finished=done), force=done or stop)
-        if stop:
-          ckpt.wait_until_finished()
-          raise Preempted(f"SIGTERM at {phase} step {step + 1}; rerun the same command to resume")
-      ckpt.wait_until_finished()
-    return state.params
 
 
 # ----------------------------------------------------------------------------
@@ -387,33 +278,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        "batch's prompts whose first attempt the base model writes; expected a value in [0, 1)")
   # MESH
   mesh = parallel.make_mesh(dict(config.mesh))
+  rules = parallel.rules_from_config(config)
   # DATA
   task = make_task(config.task)
+  claim_workdir(workdir, config)  # after the data is found: a missing file leaves no workdir behind
   # MODEL
-  lm, loaded = build_model(config, task, mesh)
+  lm, loaded = build_model(config, task, mesh, rules)
   parallel.check_model_fits(lm.config, mesh)
   with jax.set_mesh(mesh):
-    shardings = parallel.param_shardings(lm.abstract_params(), mesh)
+    shardings = parallel.param_shardings(lm.abstract_params(), mesh, rules)
     params = loaded if loaded is not None else jax.jit(lm.init, out_shardings=shardings)(
         jax.random.key(config.seed))
-  os.makedirs(workdir, exist_ok=True)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
-  runner = PhaseRunner(config, workdir, lm, mesh, writer)
+  runner = PhaseRunner(config, workdir, lm, mesh, writer, bar_keys=("loss", "reward_y1", "reward_y2"), rules=rules)
   chunk = config.logprob_chunk
   sampler = sampler_config(config, task)
   rule = Sample(temperature=config.sampling.temperature)
   ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
-  results = read_json(os.path.join(workdir, "eval.json"))
-  ends = np.cumsum([config[phase].steps for phase in PHASES]).tolist()
-  offsets = [0] + ends[:-1]  # global step at which each phase starts
+  results = EvalCache(workdir)
+  offsets = phase_offsets((phase, config[phase].steps) for phase in PHASES)
 
   def evaluate_once(name, p):
     """The full evaluation of a phase's final params, cached in eval.json."""
-    if name not in results:
-      results[name] = evaluate(lm, p, task, config, mesh, task.eval_problems)
-      write_json(os.path.join(workdir, "eval.json"), results)
-      writer.write(ends[PHASES.index(name)], name, {f"eval_{k}": results[name][k] for k in METRIC_KEYS})
-    return results[name]
+    def compute():
+      out = evaluate(lm, p, task, config, mesh, task.eval_problems)
+      writer.write(offsets[name][1], name, {f"eval_{k}": out[k] for k in METRIC_KEYS})
+      return out
+    return results.get(name, compute)
 
   dev_problems = task.dev_problems(config.eval.interval_problems) if config.eval.every else []
 
@@ -430,13 +321,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      "to start from the loaded model")
   base_opt = OptimizerConfig(learning_rate=config.base.learning_rate, warmup_steps=config.base.warmup_steps,
                              schedule="cosine", total_steps=max(1, config.base.steps), grad_clip_norm=1.0)
-  params = runner.run("base", config.base.steps, base_opt, params, sft_loss_fn(lm, chunk),
-                      lambda step, state: (base_sft_batch(task, config, step), {}), offsets[0])
+  base_loss = build_loss_fn(sft.sft_loss, model_logprobs(lm, chunk), base_sft_inputs, sft.SFTConfig())
+  params = runner.run("base", config.base.steps, base_opt, params, base_loss,
+                      lambda step, state: (base_sft_batch(task, config, step), {}), offsets["base"][0])
   evaluate_once("base", params)
   base_params = params
 
   # STAGE I and STAGE II (or a baseline's training phase in their place)
-  for phase, offset in (("stage1", offsets[1]), ("stage2", offsets[2])):
+  for phase in PHASES[1:]:
     c = config[phase]
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
@@ -450,7 +342,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       n_prompts = c.batch_size // c.samples_per_prompt
       problems = task.train_problems(config.seed, phase, step, n_prompts)
       problems = [p for p in problems for _ in range(c.samples_per_prompt)]
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), PHASES.index(phase)), step)
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), stream_id(phase)), step)
       n_base = round(c.base_first_attempts * n_prompts) * c.samples_per_prompt  # whole groups
       ep = policy_episodes(lm, state.params, base_params, task, problems, key, rule, sampler, mesh, n_base)
       batch = episode_batch(task, ep)
@@ -462,12 +354,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps,
                           total_steps=max(1, c.steps), grad_clip_norm=c.grad_clip_norm)
-    params = runner.run(phase, c.steps, opt, params, loss_fn, make_batch, offset, eval_fn=interval_eval)
+    params = runner.run(phase, c.steps, opt, params, loss_fn, make_batch, offsets[phase][0], eval_fn=interval_eval)
     evaluate_once(phase, params)
 
   # REPORT
   writer.close()
-  table = {name: results[name] for name in PHASES if name in results}
+  table = {name: results.results[name] for name in PHASES if name in results}
   print(format_table(table, METRIC_KEYS))
   carry = {name: columns for name, r in table.items() if (columns := carry_columns(r))}
   if carry:
@@ -479,5 +371,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "dev (greedy, training split)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
         "dev carrying lines": tuple(f"dev_{k}" for k in CARRY_KEYS),
         "loss": ("loss",)})
-  return results
-
+  return results.results

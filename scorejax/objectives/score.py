@@ -41,7 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scorejax.objectives import advantages, kl, policy_gradient
+from scorejax.objectives import advantages, kl, masks, policy_gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,3 +158,53 @@ def stage2_loss(policy_logp: AttemptLogprobs, batch: ScoreBatch, config: ScoreCo
   aux["shaped_reward_y2"] = jnp.mean(shaped_y2_B)
   aux["shaping_bonus"] = jnp.mean(shaped_y2_B - batch.reward_y2_B)
   return loss_y1 + loss_y2, aux
+
+
+def attempts_view(logp_BxT) -> AttemptLogprobs:
+  """Both attempts read from one forward pass over [x, y1, p, y2]: the masks tell them apart."""
+  return AttemptLogprobs(logp_BxT, logp_BxT)
+
+
+def episode_inputs(batch) -> ScoreBatch:
+  """The ScoreBatch of a packed episode batch (`rollouts.to_batch` with tags y1, y2, plus
+  `ref_logp_BxT`, `reward_y1_B`, `reward_y2_B`)."""
+  ref = batch["ref_logp_BxT"]
+  return ScoreBatch(ref_logp_y1_BxT=ref, mask_y1_BxT=batch["mask_y1_BxT"], ref_logp_y2_BxT=ref,
+                    mask_y2_BxT=batch["mask_y2_BxT"], reward_y1_B=batch["reward_y1_B"],
+                    reward_y2_B=batch["reward_y2_B"])
+
+
+# ----------------------------------------------------------------------------
+# Baselines of the paper's Table 2 on the same episodes
+# ----------------------------------------------------------------------------
+
+
+def single_turn_loss(policy_logp: AttemptLogprobs, batch: ScoreBatch, config: ScoreConfig):
+  """Single-turn RL: REINFORCE on y1 with r(y1) and the beta1 KL; y2 is not trained."""
+  advantage_B = advantages.compute_advantages(config.baseline, batch.reward_y1_B, config.group_size)
+  loss, aux = policy_gradient.reinforce_loss(policy_logp.y1_BxT, batch.ref_logp_y1_BxT, batch.mask_y1_BxT,
+                                             advantage_B, kl_coef=config.beta1, kl_estimator=config.kl_estimator)
+  return loss, dict(aux, reward_y1=jnp.mean(batch.reward_y1_B), reward_y2=jnp.mean(batch.reward_y2_B))
+
+
+class StarBatch(NamedTuple):
+  mask_y2_BxT: jax.Array  # 1.0 on y2's tokens
+  reward_y1_B: jax.Array  # r(y1, y*), logged
+  reward_y2_B: jax.Array  # r(y2, y*): which episodes are kept
+
+
+@dataclasses.dataclass(frozen=True)
+class StarConfig:
+  keep_above: float = 0.5  # an episode is trained on when r(y2) exceeds this (rewards are 0 / 1)
+
+
+def star_inputs(batch) -> StarBatch:
+  return StarBatch(batch["mask_y2_BxT"], batch["reward_y1_B"], batch["reward_y2_B"])
+
+
+def star_loss(policy_logp_BxT, batch: StarBatch, config: StarConfig):
+  """STaR on the policy's own episodes: token-mean NLL of the second attempts that were right."""
+  keep_B = batch.reward_y2_B > config.keep_above
+  loss = -masks.mean_over_tokens(policy_logp_BxT, batch.mask_y2_BxT & keep_B[:, None])
+  return loss, {"kept": jnp.mean(keep_B.astype(jnp.float32)), "reward_y1": jnp.mean(batch.reward_y1_B),
+                "reward_y2": jnp.mean(batch.reward_y2_B)}

@@ -1,0 +1,88 @@
+"""The task protocol: what an experiment asks of its data, and data streams seeded by name.
+
+Whole-answer tasks (the built-in task, GSM8K, MATH) give prompts and a
+verifiable reward:
+
+  tokenizer                      pad_id / eos_id / encode / decode
+  templates                      the task's `templates.TemplateSet`
+  instruction_ids                SCoRe's second-turn instruction p, tokenized
+  stop_ids                       tokens that end an answer
+  eval_problems                  held-out problems for the tables
+  dev_problems(n)                n fixed problems held out from training, for interval evaluations and tuning
+  train_problems(seed, stream, step, n)  a function of its arguments only (resumable)
+  prompt_ids(problem)            x, tokenized (chat template applied when there is one)
+  messages_ids(messages)         any conversation of the task's templates, as a prompt
+  answer_ids(text)               a reference answer as trained tokens, its end token included
+  text(ids), reward(problem, ids)  r(y, y*) in {0, 1}
+
+Step tasks also know the steps of a solution and which is the first wrong
+one (the built-in task exactly; ProcessBench / PRM800K records by their
+labels, `tasks.processbench.LabelledSolution`):
+
+  steps(text)                    a solution's steps
+  earliest_error(problem, steps) 0-indexed first wrong step, -1 when all are right
+  reference_steps(problem)       a right solution
+  is_complete(steps)             the solution reaches a final answer (a cut-off one is never "all correct")
+
+`stream_seed(seed, stream, step)` seeds a training stream by its name ("base",
+"sft", "rl", "round2/critic"), never by a position in a phase list.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import ml_collections
+import numpy as np
+
+# The streams of the SCoRe experiment keep the ids they had as positions in its phase list
+# (base, stage1, stage2), so that its measured runs replay exactly; every other name is hashed.
+_FIXED_STREAM_IDS = {"base": 0, "stage1": 1, "stage2": 2}
+
+
+def stream_id(stream: str) -> int:
+  """A stable integer for a stream name, the same in every process and run."""
+  if stream in _FIXED_STREAM_IDS:
+    return _FIXED_STREAM_IDS[stream]
+  return 1000 + zlib.crc32(stream.encode())
+
+
+def stream_seed(seed: int, stream: str, step: int) -> int:
+  """One integer seed per (run seed, stream name, step)."""
+  return int(np.random.SeedSequence([seed, stream_id(stream), step]).generate_state(1)[0])
+
+
+@runtime_checkable
+class WholeAnswerTask(Protocol):
+  tokenizer: object
+  stop_ids: tuple[int, ...]
+  eval_problems: list
+
+  def dev_problems(self, n: int) -> list: ...
+  def train_problems(self, seed: int, stream: str, step: int, n: int) -> list: ...
+  def prompt_ids(self, problem) -> list[int]: ...
+  def messages_ids(self, messages: Sequence[dict]) -> list[int]: ...
+  def answer_ids(self, text: str) -> list[int]: ...
+  def text(self, ids) -> str: ...
+  def reward(self, problem, ids) -> float: ...
+
+
+@runtime_checkable
+class StepTask(WholeAnswerTask, Protocol):
+  def steps(self, text: str) -> tuple[str, ...]: ...
+  def earliest_error(self, problem, steps: Sequence[str]) -> int: ...
+  def reference_steps(self, problem) -> tuple[str, ...]: ...
+  def is_complete(self, steps: Sequence[str]) -> bool: ...
+
+
+def make_task(config: ml_collections.ConfigDict):
+  """The task named by config.name ("arith", "gsm8k", "math"), built from the rest of config."""
+  if config.name == "arith":
+    from scorejax.tasks.arith.task import ArithTask
+    return ArithTask(config)
+  if config.name in ("gsm8k", "math"):
+    from scorejax.tasks.math_task import MathTask
+    return MathTask(config)
+  raise ValueError(f"config.task.name={config.name!r}; expected one of ['arith', 'gsm8k', 'math']")

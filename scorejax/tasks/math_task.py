@@ -1,0 +1,145 @@
+"""GSM8K and MATH / MATH500 as whole-answer tasks on an HF tokenizer (the `tasks.base` protocol).
+
+Prompts go through the tokenizer's chat template (checked by `tasks.chat`),
+r = `rewards.answers.math_reward`; the dev set is `dev_size` train rows
+held out from training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from scorejax.rewards import answers
+from scorejax.tasks import gsm8k, math_data, templates
+from scorejax.tasks.base import stream_id
+from scorejax.tasks.chat import instruction_ids, turn_end_id
+from scorejax.tokenizers import HFTokenizer, plain_concatenation
+
+
+class MissingData(FileNotFoundError):
+  """A data set named by the config is not on disk; the message says how to get it."""
+
+
+MATH_HOW_TO_GET = (
+    "MATH / MATH500 are read from local .jsonl, .json or .parquet files (nothing is downloaded): "
+    "eval_path: MATH500's test.jsonl (huggingface.co/datasets/HuggingFaceH4/MATH-500); train_path: "
+    "the MATH train split, e.g. the train files of huggingface.co/datasets/EleutherAI/hendrycks_math "
+    "concatenated into one .jsonl (fields problem, solution, level, type); pass them with "
+    "--config.task.train_path=... --config.task.eval_path=...")
+
+@dataclasses.dataclass(frozen=True)
+class MathProblem:
+  """A problem as the experiment sees it: the text shown to the policy and y*."""
+
+  text: str
+  answer: str  # reference final answer, compared by rewards.answers.math_reward
+  id: str  # where it came from (MATH500 unique_id, file:line, or gsm8k/<split>/<index>)
+
+
+def read_math_problems(path: str, key: str) -> list[MathProblem]:
+  """MATH or MATH500 problems from config.task.<key>, or MissingData before any compute."""
+  if not path or not os.path.isfile(path):
+    raise MissingData(f"config.task.{key}={path!r} is not a file. {MATH_HOW_TO_GET}")
+  return [MathProblem(e.problem, e.answer, e.unique_id) for e in math_data.read_math(path)]
+
+
+def read_gsm8k_problems(split: str, data_dir: str) -> list[MathProblem]:
+  """One GSM8K split from a prepared tfds data_dir, or MissingData saying how to prepare it."""
+  if not data_dir:
+    raise MissingData(f"config.task.data_dir is empty; {gsm8k.how_to_prepare('DATA_DIR')}")
+  try:
+    examples = list(gsm8k.read_gsm8k(split, data_dir))
+  except gsm8k.Gsm8kNotPrepared as e:
+    raise MissingData(f"config.task.data_dir: {e}") from None
+  return [MathProblem(e.question, e.answer, f"gsm8k/{split}/{i}") for i, e in enumerate(examples)]
+
+
+def load_problems(config: ml_collections.ConfigDict) -> tuple[list[MathProblem], list[MathProblem]]:
+  """(train, eval) problems of config.name, both checked before the tokenizer or model load."""
+  if config.name == "math":
+    return read_math_problems(config.train_path, "train_path"), read_math_problems(config.eval_path, "eval_path")
+  if config.name == "gsm8k":
+    return (read_gsm8k_problems(config.train_split, config.data_dir),
+            read_gsm8k_problems(config.eval_split, config.data_dir))
+  raise ValueError(f"config.task.name={config.name!r}; MathTask reads 'math' or 'gsm8k'")
+
+
+@dataclasses.dataclass
+class MathTask:
+  """GSM8K or MATH / MATH500 (config.name "gsm8k" / "math") on an HF tokenizer."""
+
+  config: ml_collections.ConfigDict
+
+  def __post_init__(self):
+    c = self.config
+    train, eval_problems = load_problems(c)
+    if not train:
+      raise ValueError(f"config.task.name={c.name!r}: the training split has no problems")
+    if not 0 <= c.dev_size < len(train):
+      raise ValueError(f"config.task.dev_size={c.dev_size}: the training split has {len(train)} problems; "
+                       "the dev set must leave some to train on")
+    # The dev set: dev_size train rows, one fixed shuffle's first, never drawn for training.
+    order = np.random.default_rng(c.dev_seed).permutation(len(train))
+    self.dev = [train[i] for i in order[:c.dev_size]]
+    self.train = [train[i] for i in np.sort(order[c.dev_size:])]
+    self.eval_problems = eval_problems[:c.eval_size] if c.eval_size else eval_problems
+    if not c.tokenizer_dir:
+      raise ValueError("config.task.tokenizer_dir is empty; set it or config.model.hf_dir")
+    self.tokenizer = HFTokenizer(c.tokenizer_dir)
+    self.templates = templates.get_templates(c.templates)
+    probe = self.eval_problems[0].text if self.eval_problems else self.train[0].text
+    use_chat = c.chat_template and self.tokenizer.has_chat_template
+    self._render = self.tokenizer.apply_chat_template if use_chat else None
+    turn_end = turn_end_id(self._render, self.tokenizer, self.templates, probe)
+    # The token the policy is trained and expected to close an attempt with.
+    self.attempt_end = [self.tokenizer.eos_id if turn_end is None else turn_end]
+    self.stop_ids = tuple(dict.fromkeys([self.tokenizer.eos_id] + self.attempt_end))
+    if use_chat:
+      self.instruction_ids = instruction_ids(self._render, self.tokenizer, self.templates, probe,
+                                             self.attempt_end)
+    else:  # plain text: the sampled y1 ends with EOS and p follows it
+      self.instruction_ids = self.tokenizer.encode(self.templates.self_correct)
+
+  def messages_ids(self, messages: Sequence[dict]) -> list[int]:
+    text = self._render(list(messages), True) if self._render else plain_concatenation(messages)
+    return self.tokenizer.encode(text)
+
+  def prompt_ids(self, problem: MathProblem) -> list[int]:
+    return self.messages_ids(templates.solve_messages(self.templates, problem.text))
+
+  def answer_ids(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text) + self.attempt_end
+
+  def text(self, ids) -> str:
+    return self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
+
+  def reward(self, problem: MathProblem, ids) -> float:
+    return answers.math_reward(self.text(ids), problem.answer)
+
+  def train_problems(self, seed: int, stream: str, step: int, n: int) -> list[MathProblem]:
+    """Problems step*n .. step*n+n-1 of an endless sequence of seeded shuffles of the train set.
+
+    A function of (seed, stream, step, n) only: each epoch is a permutation
+    seeded by (seed, stream, epoch), so a resumed run replays the same batches.
+    """
+    size = len(self.train)
+    orders = {}
+    out = []
+    for i in range(step * n, step * n + n):
+      epoch, j = divmod(i, size)
+      if epoch not in orders:
+        orders[epoch] = np.random.default_rng([seed, stream_id(stream), epoch]).permutation(size)
+      out.append(self.train[orders[epoch][j]])
+    return out
+
+  def dev_problems(self, n: int) -> list[MathProblem]:
+    """n of the train rows held out as the dev set (config.task.dev_size): what settings are tuned on."""
+    if n > len(self.dev):
+      raise ValueError(f"{n} dev problems asked (config.eval.interval_problems), but config.task.dev_size="
+                       f"{self.config.dev_size} holds out {len(self.dev)}")
+    return self.dev[:n]
