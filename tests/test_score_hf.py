@@ -264,7 +264,7 @@ def test_base_phase_with_zero_steps_passes_the_loaded_params_through(assets, tmp
   config = qwen_config(assets)
   mesh = score.parallel.make_mesh(dict(config.mesh))
   task = make_task(config.task)
-  lm, loaded = score.build_model(config, task, mesh)
+  lm, loaded = score.build_model(config.model, task.tokenizer, mesh, config.seed)
 
   def no_batch(step, state):
     raise AssertionError("a 0-step phase asked for a batch")

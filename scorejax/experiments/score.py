@@ -30,7 +30,8 @@ import numpy as np
 from scorejax import parallel
 from scorejax.evaluation import score_metrics
 from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl
-from scorejax.models import LM, hf, tiny_arith
+from scorejax.models import LM
+from scorejax.models.build import build_model
 from scorejax.objectives import score as score_obj
 from scorejax.objectives import sft
 from scorejax.objectives.logprobs import sequence_logprobs
@@ -48,25 +49,6 @@ __all__ = ["run", "Preempted"]
 PHASES = ("base", "stage1", "stage2")
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 CARRY_KEYS = ("carry_right_y1", "carry_right_y2", "carry_dropped_y1", "carry_dropped_y2")
-
-
-# ----------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------
-
-
-def build_model(config, task, mesh, rules=parallel.DEFAULT_RULES):
-  """(LM, initial params or None for a fresh init) from config.model."""
-  c = config.model
-  overrides = dict(param_dtype=c.param_dtype, dtype=c.dtype, remat=c.remat)
-  if c.hf_dir:
-    return hf.load_hf(c.hf_dir, mesh, rules, **overrides)
-  if c.preset != "tiny_arith":
-    raise ValueError(f"config.model.preset={c.preset!r}; expected 'tiny_arith' or set config.model.hf_dir")
-  model_config = tiny_arith(task.tokenizer.vocab_size, d_model=c.d_model, n_layers=c.n_layers,
-                            n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.d_model // c.n_heads,
-                            d_ff=c.d_ff, eos_token_id=task.tokenizer.eos_id, **overrides)
-  return LM.from_config(model_config), None
 
 
 # ----------------------------------------------------------------------------
@@ -283,12 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   task = make_task(config.task)
   claim_workdir(workdir, config)  # after the data is found: a missing file leaves no workdir behind
   # MODEL
-  lm, loaded = build_model(config, task, mesh, rules)
-  parallel.check_model_fits(lm.config, mesh)
-  with jax.set_mesh(mesh):
-    shardings = parallel.param_shardings(lm.abstract_params(), mesh, rules)
-    params = loaded if loaded is not None else jax.jit(lm.init, out_shardings=shardings)(
-        jax.random.key(config.seed))
+  lm, params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
   runner = PhaseRunner(config, workdir, lm, mesh, writer, bar_keys=("loss", "reward_y1", "reward_y2"), rules=rules)
   chunk = config.logprob_chunk

@@ -23,6 +23,7 @@ labels, `tasks.processbench.LabelledSolution`):
   earliest_error(problem, steps) 0-indexed first wrong step, -1 when all are right
   reference_steps(problem)       a right solution
   is_complete(steps)             the solution reaches a final answer (a cut-off one is never "all correct")
+  prefix_ids(steps)              the first steps of an answer as tokens, for a completion to continue
 
 `stream_seed(seed, stream, step)` seeds a training stream by its name ("base",
 "sft", "rl", "round2/critic"), never by a position in a phase list.
@@ -75,6 +76,7 @@ class StepTask(WholeAnswerTask, Protocol):
   def earliest_error(self, problem, steps: Sequence[str]) -> int: ...
   def reference_steps(self, problem) -> tuple[str, ...]: ...
   def is_complete(self, steps: Sequence[str]) -> bool: ...
+  def prefix_ids(self, steps: Sequence[str]) -> list[int]: ...
 
 
 def make_task(config: ml_collections.ConfigDict):

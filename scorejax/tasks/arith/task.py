@@ -70,3 +70,7 @@ class ArithTask:
 
   def is_complete(self, steps: Sequence[str]) -> bool:
     return bool(steps) and isinstance(check.parse_line(steps[-1]), check.AnswerLine)
+
+  def prefix_ids(self, steps: Sequence[str]) -> list[int]:
+    """The tokens of the first steps of an answer, as the policy writes them: a completion continues them."""
+    return self.tokenizer.encode("".join(f"{line}\n" for line in steps))

@@ -1,0 +1,153 @@
+"""DeepCritic on the built-in arithmetic task, from scratch on a CPU.
+
+  python -m scorejax.main --config=configs/arith_deepcritic.py --workdir=/tmp/deepcritic
+  python -m scorejax.main --config=configs/arith_deepcritic.py:smoke --workdir=/tmp/deepcritic_smoke
+  python -m scorejax.main --config=configs/arith_deepcritic.py:mc_labels --workdir=/tmp/dc_mc  # RL on MC labels
+  python -m scorejax.main --config=configs/arith_deepcritic.py --workdir=/tmp/dc1 --config.seed=1
+
+A tiny Llama-style generator learns to solve the task (with a carry habit),
+to self-correct and to refine a solution given a critique; the critic starts
+from it, learns deliberate step-wise critiques by SFT on a seed annotator's
+filtered critiques (the annotator slips and is blind to some carries), then
+RL with reward 1 when its boxed earliest-error step equals the label. The
+critics are scored ProcessBench-style on held-out solutions of three
+generators. Measurements: docs/deepcritic.md. `smoke` is the same pipeline
+shrunk to finish in under two minutes.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = ""):
+  c = ml_collections.ConfigDict()
+  c.experiment = "deepcritic"  # scorejax.experiments.<experiment>.run(config, workdir)
+  c.seed = 0  # model init, data order and sampling keys
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: the remaining devices
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
+  c.log_every = 10  # steps between metrics.jsonl records
+  c.tensorboard = True  # also write TensorBoard event files
+  c.logprob_chunk = 64  # sequence positions per chunk of the log-prob computation
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "arith"
+  c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
+      min_steps=2, max_steps=3, max_start=9, max_add=9, max_mul=3, max_value=20, ops="+-",
+      dev_fraction=0.1,  # the dev split: interval evaluations and tuning read it, never eval
+  ))
+  c.task.phrasing = "symbols"
+  c.task.eval_size = 400  # held-out problems; each generator writes one solution to each
+  c.task.eval_seed = 1234
+  c.task.dev_seed = 1234
+
+  c.model = ml_collections.ConfigDict()
+  c.model.hf_dir = ""  # empty: the preset below, from scratch
+  c.model.preset = "tiny_arith"
+  c.model.d_model = 128
+  c.model.n_layers = 4
+  c.model.n_heads = 4
+  c.model.n_kv_heads = 2
+  c.model.d_ff = 384
+  c.model.param_dtype = "float32"
+  c.model.dtype = "float32"
+  c.model.remat = False
+
+  # The generator: solves, self-corrects ([x, y1, p] -> y2) and refines given a critique.
+  c.generator = ml_collections.ConfigDict()
+  c.generator.steps = 500  # SFT steps
+  c.generator.batch_size = 32
+  c.generator.learning_rate = 3e-3
+  c.generator.warmup_steps = 50
+  c.generator.clean_steps = 250  # first steps: right solutions (the model learns the task before its habit)
+  c.generator.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
+  c.generator.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
+  c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
+  c.generator.refine_share = 0.4  # share of rows that refine a solution given its critique
+  c.generator.self_correct_share = 0.2  # share of rows that rewrite y1 after the self-correction instruction
+
+  # Solutions to critique, and their generators (the subsets of the ProcessBench-format tables).
+  c.solutions = ml_collections.ConfigDict()
+  c.solutions.generators = ("writer", "error_maker", "policy")  # noisy writer, error maker, the generator's samples
+  c.solutions.writer_error_rate = 0.3  # writer: share with a random error, besides its carry habit
+  c.solutions.carry_slip_rate = 0.5  # writer and error maker: the carry habit of what they write
+  c.solutions.error_share = 0.6  # error maker: share of its solutions with an injected error
+  c.solutions.policy_temperature = 1.0  # the generator's samples
+
+  c.annotator = ml_collections.ConfigDict()  # the seed annotator's mistakes (tasks/arith/critiques.py)
+  c.annotator.slip_rate = 0.15  # per step: its redo result is off by a small slip
+  c.annotator.carry_blind_rate = 0.5  # per carrying step: its redo drops the carry, as the writers' habit does
+
+  c.critique = ml_collections.ConfigDict()
+  c.critique.max_new_tokens = 160  # a 4-step critique is at most ~150 characters
+
+  c.sft = ml_collections.ConfigDict()  # Stage 1: SFT on filtered seed critiques
+  c.sft.steps = 300
+  c.sft.batch_size = 32
+  c.sft.learning_rate = 1e-3
+  c.sft.warmup_steps = 30
+
+  c.rl = ml_collections.ConfigDict()  # Stage 2: GRPO on the earliest-error reward
+  c.rl.steps = 60
+  c.rl.solutions_per_step = 16
+  c.rl.group_size = 4  # critiques sampled per solution (group-relative advantages)
+  c.rl.temperature = 1.0
+  c.rl.learning_rate = 1e-4
+  c.rl.warmup_steps = 5
+  c.rl.grad_clip_norm = 1.0
+  c.rl.clip_eps = 0.2
+  c.rl.kl_coef = 0.0  # weight of a token-mean KL to the SFT critic
+  c.rl.kl_estimator = "k2"
+  c.rl.baseline = "grpo"  # a name in objectives.advantages.ADVANTAGES
+  c.rl.label_source = "task"  # "task": the exact checker (the human-label analog); "mc": Monte Carlo labels
+  c.rl.pool_size = 960  # labelled training solutions RL draws from
+
+  c.mc = ml_collections.ConfigDict()  # Monte Carlo labels (rewards/mc_labels.py), DeepCritic's released settings
+  c.mc.rollouts = 8
+  c.mc.temperature = 0.7
+  c.mc.top_p = 0.9
+  c.mc.batch_size = 512
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 400  # critiques decoded together
+  c.eval.maj_k = 8  # sampled critiques per solution for Maj@k
+  c.eval.maj_temperature = 1.0
+  c.eval.every = 30  # RL and SFT steps between greedy dev evaluations (0: only at phase ends)
+  c.eval.interval_problems = 100  # dev problems, one solution per generator each
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 50
+  c.checkpoint.max_to_keep = 2
+  c.checkpoint.async_save = True
+
+  parts = [p for p in arg.split(",") if p]
+  for part in sorted(parts, key=lambda p: p != "smoke"):  # shrink first, then change
+    if part == "smoke":
+      _shrink(c)
+    elif part in VARIANTS:
+      VARIANTS[part](c)
+    else:
+      raise ValueError(f"configs/arith_deepcritic.py: unknown variant {part!r}; expected 'smoke' or one of "
+                       f"{sorted(VARIANTS)} (comma-separated)")
+  return c
+
+
+def _shrink(c):
+  """The same pipeline in under two minutes: for tests and quick checks."""
+  c.log_every = 5
+  c.task.eval_size = 24
+  c.model.d_model, c.model.n_layers, c.model.d_ff = 64, 2, 128
+  c.generator.steps, c.generator.clean_steps, c.generator.warmup_steps = 40, 20, 5
+  c.sft.steps, c.sft.warmup_steps = 20, 5
+  c.rl.steps, c.rl.solutions_per_step, c.rl.group_size, c.rl.pool_size = 4, 4, 2, 32
+  c.critique.max_new_tokens = 96
+  c.mc.rollouts, c.mc.batch_size = 2, 128
+  c.eval.batch_size, c.eval.maj_k, c.eval.every, c.eval.interval_problems = 72, 2, 4, 4
+  c.checkpoint.every = 10
+
+
+def _mc_labels(c):
+  c.rl.label_source = "mc"
+
+
+VARIANTS = {
+    "mc_labels": _mc_labels,  # RL on Monte Carlo labels from the generator's completions
+}
