@@ -2,6 +2,7 @@
 
     python -m scorejax.evaluate processbench --predictions=FILE.jsonl
     python -m scorejax.evaluate score --attempts=FILE.jsonl
+    python -m scorejax.evaluate critic --hf_dir=DIR --processbench=FILE.jsonl [--maj_k=8]
 
 processbench: each record has `label` (0-indexed earliest wrong step, -1 when
 none), `prediction` (an integer, or null for an unparseable critique; a list
@@ -11,6 +12,16 @@ of k of them is reduced by Maj@k) and optionally `subset` or `data_type`
 
 score: each record has booleans `correct_t1` and `correct_t2`. Prints
 {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "n"}.
+
+critic: runs an HF critic (any checkpoint scorejax loads, with its
+tokenizer) over ProcessBench-format records (id, problem, steps, label[,
+generator, subset]; `tasks/processbench.py`): the DeepCritic prompt (steps
+numbered from 1; `--templates=math` for ProcessBench's own, indexed from 0)
+through the tokenizer's chat template, one greedy critique each, the index in
+its last \boxed{} (anything else is invalid and wrong). Prints the metrics
+above plus "invalid"; with --maj_k=K also K sampled critiques each
+("maj1_mean_f1": the mean over the K samples, "majk_mean_f1": their Maj@K,
+samples without a judgement discarded first).
 
 Rates are fractions in [0, 1]; an undefined rate (no sample of that kind) is
 null. A malformed record stops the command with its file and line on stderr
@@ -71,6 +82,60 @@ def score_from_file(path: str) -> dict:
   return {**evaluation.score_metrics(t1, t2), "n": len(t1)}
 
 
+def critic_on_processbench(hf_dir: str, path: str, maj_k: int = 1, templates_name: str = "deepcritic",
+                           max_new_tokens: int = 1024, temperature: float = 0.7, top_p: float = 1.0,
+                           batch_size: int = 16, seed: int = 0) -> dict:
+  """ProcessBench metrics of an HF critic's critiques of the records in `path`."""
+  import jax
+  import numpy as np
+
+  from scorejax.models import hf
+  from scorejax.rollouts import sample_batched
+  from scorejax.sampling import Greedy, Sample, SamplerConfig
+  from scorejax.tasks import processbench, templates
+  from scorejax.tokenizers import HFTokenizer, plain_concatenation
+
+  records = list(processbench.read_processbench(path))
+  if not records:
+    raise RecordError(f"{path}: no records")
+  if maj_k < 1:
+    raise ValueError(f"--maj_k={maj_k}: need at least one critique per solution")
+  ts = templates.get_templates(templates_name)
+  tokenizer = HFTokenizer(hf_dir)
+  lm, params = hf.load_hf(hf_dir)
+  render = (lambda m: tokenizer.apply_chat_template(m, True)) if tokenizer.has_chat_template else plain_concatenation
+  prompts = [tokenizer.encode(render(templates.critique_messages(ts, r.problem, r.steps))) for r in records]
+  model_eos = lm.config.eos_token_id
+  model_eos = () if model_eos is None else (model_eos,) if isinstance(model_eos, int) else tuple(model_eos)
+  stops = tuple(dict.fromkeys((tokenizer.eos_id, *model_eos)))
+  pad = tokenizer.pad_id if tokenizer.pad_id < lm.config.vocab_size else 0
+  sampler = SamplerConfig(max_new_tokens=max_new_tokens, stop_tokens=stops, pad_id=pad)
+
+  def predictions(rule, n):
+    ids, _ = sample_batched(lm, params, prompts, jax.random.key(seed), rule, sampler, None, pad_id=pad,
+                            batch_size=batch_size, n=n)
+    out = [templates.parse_critique_index(tokenizer.decode(t, skip_special_tokens=True),
+                                          len(records[r // n].steps), ts.critique_first_index)
+           for r, t in enumerate(ids)]
+    return [None if templates.is_invalid(p) else p for p in out]
+
+  subsets, labels = [r.subset for r in records], [r.label for r in records]
+  greedy = predictions(Greedy(), 1)
+  result = dict(evaluation.processbench_metrics(subsets, labels, greedy),
+                invalid=sum(p is None for p in greedy) / len(greedy), n=len(records))
+  if maj_k > 1:
+    sampled = predictions(Sample(temperature=temperature, top_p=top_p), maj_k)
+    per_item = [sampled[i * maj_k:(i + 1) * maj_k] for i in range(len(records))]
+    singles = [evaluation.processbench_metrics(subsets, labels, [row[j] for row in per_item])["mean_f1"]
+               for j in range(maj_k)]
+    singles = [f for f in singles if f is not None]
+    majority = evaluation.processbench_metrics(subsets, labels, evaluation.maj_at_k(per_item))
+    result.update(maj_k=maj_k, maj1_mean_f1=float(np.mean(singles)) if singles else None,
+                  majk_mean_f1=majority["mean_f1"], majk_subsets=majority["subsets"],
+                  sampled_invalid=sum(p is None for p in sampled) / len(sampled))
+  return result
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m scorejax.evaluate",
@@ -81,10 +146,23 @@ def main(argv: list[str] | None = None) -> int:
   pb.add_argument("--predictions", required=True, help="JSONL with label, prediction[, subset]")
   sc = commands.add_parser("score", help="SCoRe Acc@t1 / Acc@t2 / Delta")
   sc.add_argument("--attempts", required=True, help="JSONL with correct_t1, correct_t2")
+  cr = commands.add_parser("critic", help="run an HF critic over ProcessBench records, print the metrics")
+  cr.add_argument("--hf_dir", required=True, help="HF checkpoint directory with its tokenizer")
+  cr.add_argument("--processbench", required=True, help="ProcessBench-format .jsonl / .json / .parquet")
+  cr.add_argument("--maj_k", type=int, default=1, help="sampled critiques per solution for Maj@k (1: greedy only)")
+  cr.add_argument("--templates", default="deepcritic", help="prompt set: deepcritic (steps from 1) or math (from 0)")
+  cr.add_argument("--max_new_tokens", type=int, default=1024)
+  cr.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the Maj@k critiques")
+  cr.add_argument("--top_p", type=float, default=1.0)
+  cr.add_argument("--batch_size", type=int, default=16, help="critiques decoded together")
+  cr.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   try:
     if args.command == "processbench":
       result = processbench_from_file(args.predictions)
+    elif args.command == "critic":
+      result = critic_on_processbench(args.hf_dir, args.processbench, args.maj_k, args.templates,
+                                      args.max_new_tokens, args.temperature, args.top_p, args.batch_size, args.seed)
     else:
       result = score_from_file(args.attempts)
   except (RecordError, FileNotFoundError, ValueError) as e:

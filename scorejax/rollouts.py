@@ -131,3 +131,22 @@ def next_turn(lm, params, turn: Turn, appended: Sequence[Sequence[int]], key: ja
   """Appends `appended[b]` after row b's last turn and samples the next turn from the same cache."""
   p_BxT, p_mask = left_pad(appended, pad_id)
   return _turn(continue_sampling(lm, params, turn.rollout.context, p_BxT, p_mask, key, rule, sampler, mesh=mesh))
+
+
+def sample_batched(lm, params, prompts: Sequence[Sequence[int]], key: jax.Array, rule: Rule,
+                   sampler: SamplerConfig, mesh, *, pad_id: int, batch_size: int,
+                   n: int = 1) -> tuple[list[list[int]], list[list[float]]]:
+  """n samples of each prompt (rows prompt-major), decoded `batch_size` rows at a time.
+
+  Row (i, j) is keyed by (prompt i, sample j), so a sample does not depend on
+  the batch it lands in. Returns each row's ids and log-probs.
+  """
+  rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
+  ids, logprobs = [], []
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    turn = first_turn(lm, params, [prompts[i] for i, _ in chunk], key, rule, sampler, mesh, pad_id=pad_id,
+                      prompt_ids_B=np.array([i for i, _ in chunk]), sample_index_B=np.array([j for _, j in chunk]))
+    ids += turn.ids
+    logprobs += turn.logprobs
+  return ids, logprobs

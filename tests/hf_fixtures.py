@@ -20,6 +20,23 @@ FAMILY_KWARGS = {
 }
 
 
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789+-*=: \n<>\\{}"
+VOCAB = 4 + len(ALPHABET)  # 52
+
+
+def save_char_tokenizer(path):
+  """A one-character-per-token HF tokenizer: [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, then ALPHABET."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "[UNK]": 3}
+  vocab.update({c: i + 4 for i, c in enumerate(ALPHABET)})
+  backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+  backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+  backend.decoder = decoders.Fuse()
+  PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]",
+                          eos_token="[EOS]", unk_token="[UNK]").save_pretrained(str(path))
+
+
 def build_hf_model(family: str, seed: int = 0, **overrides):
   """A random tiny transformers model of `family` (fp32, eval mode)."""
   import torch

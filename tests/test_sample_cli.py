@@ -7,24 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from hf_fixtures import build_hf_model
+from hf_fixtures import ALPHABET, VOCAB, build_hf_model, save_char_tokenizer
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789+-*=: \n<>"
-VOCAB = 4 + len(ALPHABET)  # 49
 _ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-
-
-def _save_char_tokenizer(path):
-  """A one-character-per-token HF tokenizer: [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, then ALPHABET."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
-  vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "[UNK]": 3}
-  vocab.update({c: i + 4 for i, c in enumerate(ALPHABET)})
-  backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-  backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-  backend.decoder = decoders.Fuse()
-  PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]",
-                          eos_token="[EOS]", unk_token="[UNK]").save_pretrained(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +19,7 @@ def checkpoint(tmp_path_factory):
   path = tmp_path_factory.mktemp("llama_tok")
   model = build_hf_model("llama", initializer_range=0.3, vocab_size=VOCAB)
   model.save_pretrained(path)
-  _save_char_tokenizer(path)
+  save_char_tokenizer(path)
   prompt_ids = [ALPHABET.index(c) + 4 for c in "12+3="]
   with torch.no_grad():
     out = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=6, do_sample=False,
@@ -62,7 +47,7 @@ def test_bad_input_exits_with_a_message(checkpoint):
   ids = ",".join(map(str, prompt_ids))
   proc = _run(f"--hf_dir={path}", f"--prompt_ids={ids}", "--max_new_tokens=6", "--stop_ids=500")
   assert proc.returncode == 1
-  assert "error: stop token 500 is outside the model's vocabulary [0, 49)" in proc.stderr
+  assert f"error: stop token 500 is outside the model's vocabulary [0, {VOCAB})" in proc.stderr
   assert "Traceback" not in proc.stderr
   proc = _run(f"--hf_dir={path}", "--prompt_ids=1,x", "--max_new_tokens=6")
   assert proc.returncode != 0 and "'x' is not an integer token id" in proc.stderr

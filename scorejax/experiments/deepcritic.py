@@ -41,7 +41,7 @@ from scorejax.objectives import sft
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
 from scorejax.rewards import mc_labels
-from scorejax.rollouts import Segment, first_turn, to_batch
+from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.tasks import arith, processbench, templates
 from scorejax.tasks.arith import critiques
@@ -88,15 +88,10 @@ def written_steps(problem, generator: str, rng: np.random.Generator, c) -> tuple
 
 def policy_steps(lm, params, task, problems, key, config, mesh) -> list[tuple[str, ...]]:
   """The generator's own solutions, sampled."""
-  sampler = answer_sampler(task)
-  rule = Sample(temperature=config.solutions.policy_temperature)
-  out = []
-  for i in range(0, len(problems), config.eval.batch_size):
-    chunk = problems[i:i + config.eval.batch_size]
-    turn = first_turn(lm, params, [task.prompt_ids(p) for p in chunk], jax.random.fold_in(key, i), rule, sampler,
-                      mesh, pad_id=task.tokenizer.pad_id)
-    out += [task.steps(task.text(ids)) for ids in turn.ids]
-  return out
+  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key,
+                          Sample(temperature=config.solutions.policy_temperature), answer_sampler(task), mesh,
+                          pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)
+  return [task.steps(task.text(i)) for i in ids]
 
 
 def make_solutions(lm, gen_params, task, problems, generators, rng, key, config, mesh) -> tuple[list[Solution], int]:
@@ -147,18 +142,10 @@ def critique(lm, params, task, solutions, key, rule, config, mesh, n: int = 1) -
   """n critiques of each solution (rows solution-major), decoded in batches of config.eval.batch_size."""
   sampler = SamplerConfig(max_new_tokens=config.critique.max_new_tokens, stop_tokens=task.stop_ids,
                           pad_id=task.tokenizer.pad_id)
-  rows = [(i, j) for i in range(len(solutions)) for j in range(n)]
-  prompts = [critic_prompt(task, s) for s in solutions]
-  texts, ids, logprobs = [], [], []
-  for start in range(0, len(rows), config.eval.batch_size):
-    chunk = rows[start:start + config.eval.batch_size]
-    turn = first_turn(lm, params, [prompts[i] for i, _ in chunk], key, rule, sampler, mesh,
-                      pad_id=task.tokenizer.pad_id, prompt_ids_B=np.array([i for i, _ in chunk]),
-                      sample_index_B=np.array([j for _, j in chunk]))
-    ids += turn.ids
-    logprobs += turn.logprobs
-    texts += [task.text(t) for t in turn.ids]
-  predicted = np.array([predicted_index(t, solutions[i]) for t, (i, _) in zip(texts, rows)], np.int32)
+  ids, logprobs = sample_batched(lm, params, [critic_prompt(task, s) for s in solutions], key, rule, sampler, mesh,
+                                 pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=n)
+  texts = [task.text(t) for t in ids]
+  predicted = np.array([predicted_index(t, solutions[r // n]) for r, t in enumerate(texts)], np.int32)
   return Critiques(texts, ids, logprobs, predicted)
 
 
@@ -197,11 +184,8 @@ def self_correct_ids(task, s: Solution) -> list[int]:
 
 
 def greedy_answers(lm, params, task, prompts, config, mesh) -> list[list[int]]:
-  out = []
-  for i in range(0, len(prompts), config.eval.batch_size):
-    out += first_turn(lm, params, prompts[i:i + config.eval.batch_size], jax.random.key(0), Greedy(),
-                      answer_sampler(task), mesh, pad_id=task.tokenizer.pad_id).ids
-  return out
+  return sample_batched(lm, params, prompts, jax.random.key(0), Greedy(), answer_sampler(task), mesh,
+                        pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
 
 
 def self_correction(lm, gen_params, task, solutions, config, mesh) -> dict:
@@ -254,16 +238,20 @@ def fixed_steps(problem, steps, label: int, rng, carry_slip_rate: float) -> tupl
 
 
 def generator_batch(task, config, step: int) -> dict[str, np.ndarray]:
-  """Rows of three kinds: solve [x -> y], self-correct [x, y1, p -> y2], refine [x, y1, critique -> fixed]."""
+  """One kind of row per step: solve [x -> y], self-correct [x, y1, p -> y2] or refine [x, y1, critique -> fixed].
+
+  A step's rows share a kind so that short solve rows are not padded to the
+  length of refine rows (which carry a whole critique).
+  """
   c = config.generator
   problems = task.train_problems(config.seed, "generator", step, c.batch_size)
   rng = np.random.default_rng([config.seed, stream_id("generator"), step])
   noisy = step >= c.clean_steps
-  error_rate, slip = (c.error_rate, c.carry_slip_rate) if noisy else (0.0, 0.0)
+  error_rate, slip = (c.error_rate, c.carry_slip_rate) if noisy else (c.clean_error_rate, 0.0)
+  kind = rng.random()
   rows = []
   for problem in problems:
-    y1 = arith.write_solution(problem, rng, error_rate if noisy else c.clean_error_rate, carry_slip_rate=slip)
-    kind = rng.random()
+    y1 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
     if kind < c.refine_share:
       text = critiques.write_critique(problem, y1.lines)
       target = arith.format_solution(fixed_steps(problem, y1.lines, y1.label, rng, slip))

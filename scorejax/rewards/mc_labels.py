@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from scorejax.rollouts import first_turn
+from scorejax.rollouts import sample_batched
 from scorejax.sampling import Sample, SamplerConfig
 
 
@@ -74,16 +74,13 @@ def prefix_successes(lm, params, task, items: Sequence[LabelItem], config: MCCon
   sampler = SamplerConfig(max_new_tokens=config.max_new_tokens, stop_tokens=task.stop_ids,
                           pad_id=task.tokenizer.pad_id)
   rule = Sample(temperature=config.temperature, top_p=config.top_p)
+  completions, _ = sample_batched(lm, params, prompts, key, rule, sampler, mesh, pad_id=task.tokenizer.pad_id,
+                                  batch_size=config.batch_size, n=n)
   hits = np.zeros(len(rows), np.int64)
-  flat = [(r, j) for r in range(len(rows)) for j in range(n)]
-  for start in range(0, len(flat), config.batch_size):
-    chunk = flat[start:start + config.batch_size]
-    turn = first_turn(lm, params, [prompts[r] for r, _ in chunk], key, rule, sampler, mesh,
-                      pad_id=task.tokenizer.pad_id, prompt_ids_B=np.array([r for r, _ in chunk]),
-                      sample_index_B=np.array([j for _, j in chunk]))
-    for (r, _), ids in zip(chunk, turn.ids):
-      i, k = rows[r]
-      hits[r] += task.reward(items[i].problem, task.prefix_ids(items[i].steps[:k]) + ids) > 0.5
+  for r_j, ids in enumerate(completions):
+    r = r_j // n
+    i, k = rows[r]
+    hits[r] += task.reward(items[i].problem, task.prefix_ids(items[i].steps[:k]) + ids) > 0.5
   out, r = [], 0
   for item in items:
     counts = hits[r:r + len(item.steps) - 1].tolist()
