@@ -57,7 +57,8 @@ def test_main_writes_every_output(finished_run):
       assert set(m) >= {"acc_err", "acc_corr", "f1", "n_err", "n_corr", "n_invalid"}
       assert m["n_err"] + m["n_corr"] == sum(s.generator == subset for s in heldout)
     assert 0.0 <= table["invalid"] <= 1.0 and 0.0 <= table["refine_with_critique"] <= 1.0
-  assert set(results["generator"]) >= {"acc_first", "refine_without_critique", "tokens_without_critique"}
+  assert set(results["generator"]) >= {"acc_first", "refine_without_critique", "refine_with_reference_critique",
+                                      "tokens_without_critique"}
   # A critique-free labelled set: no solution without an answer line is in it.
   assert all(s.steps[-1].startswith("Answer:") for s in heldout)
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]

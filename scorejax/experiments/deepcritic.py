@@ -188,12 +188,16 @@ def greedy_answers(lm, params, task, prompts, config, mesh) -> list[list[int]]:
                         pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
 
 
-def self_correction(lm, gen_params, task, solutions, config, mesh) -> dict:
-  """The generator's own second attempt, no critique: the baseline of critique-guided refinement."""
-  answers = greedy_answers(lm, gen_params, task, [self_correct_ids(task, s) for s in solutions], config, mesh)
+def generator_baselines(lm, gen_params, task, solutions, config, mesh) -> dict:
+  """What refinement is compared with: the generator's own second attempt without a critique, and (the
+  ceiling a critic can reach) its refinement given the exact checker's critique."""
+  reward = lambda answers: float(np.mean([task.reward(s.problem, a) for s, a in zip(solutions, answers)]))
+  without = greedy_answers(lm, gen_params, task, [self_correct_ids(task, s) for s in solutions], config, mesh)
+  reference = greedy_answers(lm, gen_params, task, [refine_ids(task, s, critiques.write_critique(s.problem, s.steps))
+                                                    for s in solutions], config, mesh)
   return {"acc_first": float(np.mean([task.reward(s.problem, task.prefix_ids(s.steps)) for s in solutions])),
-          "refine_without_critique": float(np.mean([task.reward(s.problem, a) for s, a in zip(solutions, answers)])),
-          "tokens_without_critique": float(np.mean([len(a) for a in answers]))}
+          "refine_without_critique": reward(without), "refine_with_reference_critique": reward(reference),
+          "tokens_without_critique": float(np.mean([len(a) for a in without]))}
 
 
 def evaluate_critic(lm, params, gen_params, task, solutions, config, mesh, full: bool = True) -> dict:
@@ -401,7 +405,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     row = {"dev_mean_f1": m["mean_f1"], "dev_invalid": m["invalid"]}
     return {k: v for k, v in row.items() if v is not None}  # no F1 where no generator has both classes
 
-  results.get("generator", lambda: dict(self_correction(lm, gen_params, task, heldout, config, mesh),
+  results.get("generator", lambda: dict(generator_baselines(lm, gen_params, task, heldout, config, mesh),
                                         num_solutions=len(heldout), cut_off=cut,
                                         all_correct=float(np.mean([s.label == -1 for s in heldout]))))
 
@@ -455,8 +459,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   table = {name: results.results[name] for name in CRITICS if name in results}
   print(format_table(table, ("mean_f1", "maj1_mean_f1", "majk_mean_f1", "invalid", "refine_with_critique")))
   g = results.results["generator"]
-  print(f"held-out solutions: {g['num_solutions']} ({g['cut_off']} cut off, left out); generator first attempt "
-        f"{g['acc_first']:.1%}, its own second attempt without a critique {g['refine_without_critique']:.1%}")
+  print(f"held-out solutions: {g['num_solutions']} ({g['cut_off']} cut off, left out), {g['acc_first']:.1%} with a "
+        f"right answer; the generator's own second attempt without a critique: {g['refine_without_critique']:.1%}; "
+        f"its refinement given the checker's critique: {g['refine_with_reference_critique']:.1%}")
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
         "RL reward": ("reward", "invalid_fraction"),
