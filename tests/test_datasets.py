@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorejax.tasks import gsm8k, math_data, processbench, prm800k
+from scorejax.tasks import gsm8k, math_data, processbench, prm800k, seed_critiques
 from scorejax.tasks.records import RecordError
 
 
@@ -219,3 +219,36 @@ def test_prm800k_malformed_row(tmp_path):
   path = _write_jsonl(tmp_path / "q.jsonl", [{"label": {}}])
   with pytest.raises(RecordError, match=rf"{path}:1: missing field 'question'"):
     list(prm800k.read_prm800k(path))
+
+
+# ----------------------------------------------------------------------------
+# DeepCritic seed critiques
+# ----------------------------------------------------------------------------
+
+
+def test_seed_critiques_are_read_and_filtered_by_their_final_judgement(tmp_path):
+  rows = [
+      {"id": "a", "problem": "1+1?", "steps": ["1+1=2", "So 2."], "critique": "Both right. \\boxed{-1}", "label": -1},
+      {"problem": "2+2?", "steps": ["2+2=5", "So 5."], "critique": "Step 1 is wrong. \\boxed{1}", "label": 0},
+      {"problem": "3+3?", "steps": ["3+3=6", "So 7."], "critique": "All fine. \\boxed{-1}", "label": 1},
+  ]
+  path = tmp_path / "seed.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  seeds = list(seed_critiques.read_seed_critiques(path))
+  assert [s.id for s in seeds] == ["a", "1", "2"] and seeds[1].where == f"{path}:2"
+  # \boxed{1} is step 0 (DeepCritic numbers from 1); the third critique misses the label: filtered.
+  assert [seed_critiques.agrees_with_label(s) for s in seeds] == [True, True, False]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"problem": "p", "steps": ["a"], "label": -1}, r"seed.jsonl:1: missing field 'critique'"),
+    ({"problem": "p", "steps": ["a"], "critique": "c", "label": 1}, r"seed.jsonl:1: label 1 is not -1 or a 0-indexed "
+                                                                    r"step of the 1 steps"),
+    ({"problem": "p", "steps": [], "critique": "c", "label": -1}, r"seed.jsonl:1: field 'steps' is empty"),
+    ({"steps": ["a"], "critique": "c", "label": -1}, r"seed.jsonl:1: missing field 'problem'"),
+])
+def test_a_bad_seed_critique_row_names_file_line_and_field(tmp_path, row, message):
+  path = tmp_path / "seed.jsonl"
+  path.write_text(json.dumps(row) + "\n")
+  with pytest.raises(RecordError, match=message):
+    list(seed_critiques.read_seed_critiques(path))
