@@ -51,7 +51,7 @@ def get_config(arg: str = ""):
   c.model.dtype = "float32"
   c.model.remat = False
 
-  # The generator: solves, self-corrects ([x, y1, p] -> y2) and refines given a critique.
+  # The generator: solves and self-corrects ([x, y1, p, y2], both attempts trained), and refines given a critique.
   c.generator = ml_collections.ConfigDict()
   c.generator.steps = 300  # SFT steps
   c.generator.batch_size = 32
@@ -61,8 +61,7 @@ def get_config(arg: str = ""):
   c.generator.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
   c.generator.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
   c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
-  c.generator.refine_share = 0.4  # share of rows that refine a solution given its critique
-  c.generator.self_correct_share = 0.2  # share of rows that rewrite y1 after the self-correction instruction
+  c.generator.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
 
   # Solutions to critique, and their generators (the subsets of the ProcessBench-format tables).
   c.solutions = ml_collections.ConfigDict()
@@ -77,10 +76,10 @@ def get_config(arg: str = ""):
   c.annotator.carry_blind_rate = 0.5  # per carrying step: its redo drops the carry, as the writers' habit does
 
   c.critique = ml_collections.ConfigDict()
-  c.critique.max_new_tokens = 192  # a 4-step critique is at most ~180 characters
+  c.critique.max_new_tokens = 160  # a 4-step critique is at most ~150 characters
 
   c.sft = ml_collections.ConfigDict()  # Stage 1: SFT on filtered seed critiques
-  c.sft.steps = 250
+  c.sft.steps = 300
   c.sft.batch_size = 32
   c.sft.learning_rate = 1e-3
   c.sft.warmup_steps = 30

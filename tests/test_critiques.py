@@ -12,39 +12,36 @@ RIGHT = ("7+5=12", "12+3=15", "15-9=6", "Answer: 6")
 
 def test_a_right_solution_is_judged_step_by_step_and_boxed_minus_one():
   assert critiques.write_critique(PROBLEM, RIGHT) == (
-      "1: 7+5=12 | 7+5=12 | 12-5=7 ok | right\n"
-      "2: 12+3=15 | 12+3=15 | 15-3=12 ok | right\n"
-      "3: 15-9=6 | 15-9=6 | 6+9=15 ok | right\n"
-      "4: Answer: 6 | Answer: 6 | last 6 ok | right\n"
+      "1: 7+5=12 ; 12-5=7 ok ; right\n"
+      "2: 12+3=15 ; 15-3=12 ok ; right\n"
+      "3: 15-9=6 ; 6+9=15 ok ; right\n"
+      "4: Answer: 6 ; last 6 ok ; right\n"
       "\\boxed{-1}")
 
 
 @pytest.mark.parametrize("step2, line", [
     # Both angles reject a wrong result: 16 - 3 = 13 is not the previous 12.
-    ("12+3=16", "2: 12+3=16 | 12+3=15 | 16-3=13 no | wrong"),
+    ("12+3=16", "2: 12+3=15 ; 16-3=13 no ; wrong"),
     # A misread operand keeps the arithmetic consistent (16 - 4 = 12): the angles differ, the redo settles it.
-    ("12+4=16", "2: 12+4=16 | 12+3=15 | 16-4=12 ok | differ: wrong"),
+    ("12+4=16", "2: 12+3=15 ; 16-4=12 ok ; differ: wrong"),
     # Another operator: 9 + 3 = 12 holds, but the problem says +3.
-    ("12-3=9", "2: 12-3=9 | 12+3=15 | 9+3=12 ok | differ: wrong"),
+    ("12-3=9", "2: 12+3=15 ; 9+3=12 ok ; differ: wrong"),
 ])
 def test_the_critique_stops_at_the_first_wrong_step(step2, line):
   text = critiques.write_critique(PROBLEM, ("7+5=12", step2, "16-9=7", "Answer: 7"))
-  assert text.split("\n") == ["1: 7+5=12 | 7+5=12 | 12-5=7 ok | right", line, "\\boxed{2}"]
+  assert text.split("\n") == ["1: 7+5=12 ; 12-5=7 ok ; right", line, "\\boxed{2}"]
   assert critiques.parse_critique(text, 4) == 1  # 0-indexed, as ProcessBench labels are
 
 
-OK = "1: 7+5=12 | 7+5=12 | 12-5=7 ok | right"
-
-
 @pytest.mark.parametrize("text, reason", [
-    (OK, "does not end with a \\\\boxed"),
-    ("1: 7+5=2 | 7+5=12 | 2-5=-3 no | wrong\n\\boxed{2}", "does not match the judgements"),
-    (OK + "\n\\boxed{-1}", "judges 1 of 4 steps and finds no error"),
-    ("2: 7+5=2 | 7+5=12 | 2-5=-3 no | wrong\n\\boxed{2}", "judges step 2: steps go in order"),
-    ("1: 7+5=2 | 7+5=12 | 2-5=-3 no | wrong\n2: a | b | c ok | right\n\\boxed{1}", "goes on after step 1"),
+    ("1: 7+5=12 ; 12-5=7 ok ; right", "does not end with a \\\\boxed"),
+    ("1: 7+5=12 ; 12-5=7 no ; wrong\n\\boxed{2}", "does not match the judgements"),
+    ("1: 7+5=12 ; 12-5=7 ok ; right\n\\boxed{-1}", "judges 1 of 4 steps and finds no error"),
+    ("2: 7+5=12 ; 12-5=7 ok ; wrong\n\\boxed{2}", "judges step 2: steps go in order"),
+    ("1: 7+5=12 ; 12-5=7 ok ; wrong\n2: x ; y ok ; right\n\\boxed{1}", "goes on after step 1"),
     ("1: 7+5=12 looks fine\n\\boxed{-1}", "line 1 is not"),
-    (OK + "\n2: a | b | c ok | right\n3: a | b | c ok | right\n4: a | b | c ok | right\n"
-     "5: a | b | c no | wrong\n\\boxed{5}", "step 5 does not exist"),
+    ("1: 7+5=12 ; 12-5=7 ok ; right\n2: a ; b ok ; right\n3: a ; b ok ; right\n4: a ; b ok ; right\n"
+     "5: a ; b no ; wrong\n\\boxed{5}", "step 5 does not exist"),
 ])
 def test_a_malformed_critique_is_invalid_never_a_class(text, reason):
   parsed = critiques.parse_critique(text, 4)

@@ -242,9 +242,10 @@ def fixed_steps(problem, steps, label: int, rng, carry_slip_rate: float) -> tupl
 
 
 def generator_batch(task, config, step: int) -> dict[str, np.ndarray]:
-  """One kind of row per step: solve [x -> y], self-correct [x, y1, p -> y2] or refine [x, y1, critique -> fixed].
+  """One kind of row per step: self-correct [x, y1, p, y2] (both attempts trained) or refine
+  [x, y1, critique -> fixed] (the fixed solution trained).
 
-  A step's rows share a kind so that short solve rows are not padded to the
+  A step's rows share a kind so that two-attempt rows are not padded to the
   length of refine rows (which carry a whole critique).
   """
   c = config.generator
@@ -252,21 +253,19 @@ def generator_batch(task, config, step: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng([config.seed, stream_id("generator"), step])
   noisy = step >= c.clean_steps
   error_rate, slip = (c.error_rate, c.carry_slip_rate) if noisy else (c.clean_error_rate, 0.0)
-  kind = rng.random()
+  refine = rng.random() < c.refine_share
   rows = []
   for problem in problems:
     y1 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
-    if kind < c.refine_share:
+    if refine:
       text = critiques.write_critique(problem, y1.lines)
       target = arith.format_solution(fixed_steps(problem, y1.lines, y1.label, rng, slip))
       rows.append([Segment(refine_ids(task, Solution(problem, y1.lines, y1.label, "writer"), text)),
                    Segment(task.answer_ids(target), "answer")])
-    elif kind < c.refine_share + c.self_correct_share:
-      y2 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
-      rows.append([Segment(task.prompt_ids(problem)), Segment(task.answer_ids(y1.text)),
-                   Segment(task.instruction_ids), Segment(task.answer_ids(y2.text), "answer")])
     else:
-      rows.append([Segment(task.prompt_ids(problem)), Segment(task.answer_ids(y1.text), "answer")])
+      y2 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
+      rows.append([Segment(task.prompt_ids(problem)), Segment(task.answer_ids(y1.text), "answer"),
+                   Segment(task.instruction_ids), Segment(task.answer_ids(y2.text), "answer")])
   return to_batch(rows, task.tokenizer.pad_id, ("answer",))
 
 

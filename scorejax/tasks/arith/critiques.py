@@ -3,11 +3,10 @@
 A critique judges the numbered steps in turn, each from two angles, stops at
 the first wrong step and ends with that step's number (from 1), or -1:
 
-    1: 7+5=12 | 7+5=12 | 12-5=7 ok | right
-    2: 12+4=16 | 12+3=15 | 16-4=12 ok | differ: wrong
+    1: 7+5=12 ; 12-5=7 ok ; right
+    2: 12+3=15 ; 16-4=12 ok ; differ: wrong
     \\boxed{2}
 
-  the step as written, quoted first (what the two angles are about), then:
   redo   the step recomputed from the problem and the line before it (the
          right line, `check.expected_line`);
   back   the written line checked by the inverse operation: its result
@@ -49,7 +48,6 @@ from scorejax.tasks.arith.problems import ArithProblem, apply_op
 
 RIGHT, WRONG, DIFFER = "right", "wrong", "differ: wrong"
 _ANNOTATOR_SLIPS = (-10, -2, -1, 1, 2, 10)
-_QUOTE_CHARS = 24  # a garbled line is quoted up to this many characters
 
 
 def _inverse(line: str, previous: int) -> tuple[str, bool]:
@@ -74,12 +72,7 @@ def critique_step(k: int, redo: str, line: str, previous: int) -> tuple[str, boo
   back, holds = _inverse(line, previous)
   right = parse_line(redo) == parse_line(line)
   verdict = RIGHT if right else DIFFER if holds else WRONG
-  return f"{k}: {_quoted(line)} | {redo} | {back} {'ok' if holds else 'no'} | {verdict}", right
-
-
-def _quoted(line: str) -> str:
-  """The written line as a critique line can hold it (a '|' would break the format)."""
-  return line.replace("|", "/")[:_QUOTE_CHARS]
+  return f"{k}: {redo} ; {back} {'ok' if holds else 'no'} ; {verdict}", right
 
 
 def write_critique(problem: ArithProblem, lines: Sequence[str], redo_of=None) -> str:
@@ -92,7 +85,7 @@ def write_critique(problem: ArithProblem, lines: Sequence[str], redo_of=None) ->
   for i, line in enumerate(lines):
     right_line = expected_line(problem, lines[:i])
     if right_line is None:  # a line after the answer: nothing should be there
-      out.append(f"{i + 1}: {_quoted(line)} | END | after answer no | {WRONG}")
+      out.append(f"{i + 1}: END ; after answer no ; {WRONG}")
       index = i
       break
     redo = right_line if redo_of is None else redo_of(i, right_line)
@@ -146,7 +139,7 @@ def annotate(problem: ArithProblem, lines: Sequence[str], config: AnnotatorConfi
 # ------------------------------------------------------------------ parsing
 
 
-_STEP_RE = re.compile(r"(\d{1,3}): ([^|]*) \| ([^|]+) \| ([^|]+) (ok|no) \| (right|wrong|differ: wrong)")
+_STEP_RE = re.compile(r"(\d{1,3}): (.+) ; (.+) (ok|no) ; (right|wrong|differ: wrong)")
 _BOXED_RE = re.compile(r"\\boxed\{(-?\d{1,3})\}")
 
 
@@ -166,11 +159,10 @@ def parse_critique(text: str, num_steps: int) -> int | templates.Invalid:
   for i, line in enumerate(judged):
     m = _STEP_RE.fullmatch(line)
     if not m:
-      return templates.Invalid(f"critique line {i + 1} is not 'k: step | redo | back ok|no | verdict': "
-                               f"{line[:60]!r}")
+      return templates.Invalid(f"critique line {i + 1} is not 'k: redo ; back ok|no ; verdict': {line[:60]!r}")
     if int(m.group(1)) != i + 1:
       return templates.Invalid(f"critique line {i + 1} judges step {m.group(1)}: steps go in order from 1")
-    if m.group(6) != RIGHT:
+    if m.group(5) != RIGHT:
       wrong_at = i
       if i + 1 != len(judged):
         return templates.Invalid(f"the critique goes on after step {i + 1}, which it judged wrong")
