@@ -61,6 +61,7 @@ def get_config(arg: str = ""):
   c.generator.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
   c.generator.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
   c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
+  c.generator.max_new_tokens = 48  # per answer (a 3-step solution is at most ~36 characters)
   c.generator.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
 
   # Solutions to critique, and their generators (the subsets of the ProcessBench-format tables).

@@ -214,7 +214,7 @@ def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its
   config = _arith_config()
   task = make_task(config.task)
   mesh = parallel.make_mesh(dict(config.mesh))
-  lm, _ = score.build_model(config, task, mesh)
+  lm, _ = score.build_model(config.model, task.tokenizer, mesh, config.seed)
   # Scaled-up random weights: peaked logits, so greedy text depends on the weights.
   policy, base = (jax.tree.map(lambda w: 30 * w, lm.init(jax.random.key(i))) for i in (0, 1))
   problems = task.train_problems(0, "stage2", 0, 6)

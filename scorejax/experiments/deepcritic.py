@@ -76,9 +76,9 @@ def written_steps(problem, generator: str, rng: np.random.Generator, c) -> tuple
   if generator == "writer":
     return arith.write_solution(problem, rng, c.writer_error_rate, carry_slip_rate=c.carry_slip_rate).lines
   if generator == "error_maker":
-    if rng.random() >= c.error_share:
-      return arith.solution_lines(problem)
     lines = arith.solution_lines(problem)
+    if rng.random() >= c.error_share:
+      return lines
     sites = [(i, kinds) for i in range(len(lines)) if (kinds := arith.applicable_error_types(problem, lines[:i]))]
     i, kinds = sites[int(rng.integers(len(sites)))]
     return arith.inject_error(problem, i, kinds[int(rng.integers(len(kinds)))], rng,
@@ -89,7 +89,7 @@ def written_steps(problem, generator: str, rng: np.random.Generator, c) -> tuple
 def policy_steps(lm, params, task, problems, key, config, mesh) -> list[tuple[str, ...]]:
   """The generator's own solutions, sampled."""
   ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key,
-                          Sample(temperature=config.solutions.policy_temperature), answer_sampler(task), mesh,
+                          Sample(temperature=config.solutions.policy_temperature), answer_sampler(task, config), mesh,
                           pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)
   return [task.steps(task.text(i)) for i in ids]
 
@@ -111,8 +111,10 @@ def make_solutions(lm, gen_params, task, problems, generators, rng, key, config,
   return out, cut
 
 
-def answer_sampler(task, max_new_tokens: int = 48) -> SamplerConfig:
-  return SamplerConfig(max_new_tokens=max_new_tokens, stop_tokens=task.stop_ids, pad_id=task.tokenizer.pad_id)
+def answer_sampler(task, config) -> SamplerConfig:
+  """What the generator samples: a solution, a second attempt, a refinement."""
+  return SamplerConfig(max_new_tokens=config.generator.max_new_tokens, stop_tokens=task.stop_ids,
+                       pad_id=task.tokenizer.pad_id)
 
 
 # ----------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def self_correct_ids(task, s: Solution) -> list[int]:
 
 
 def greedy_answers(lm, params, task, prompts, config, mesh) -> list[list[int]]:
-  return sample_batched(lm, params, prompts, jax.random.key(0), Greedy(), answer_sampler(task), mesh,
+  return sample_batched(lm, params, prompts, jax.random.key(0), Greedy(), answer_sampler(task, config), mesh,
                         pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
 
 
@@ -329,6 +331,7 @@ def rl_pool(lm, gen_params, task, config, mesh) -> tuple[list[Solution], dict]:
     items = [mc_labels.LabelItem(s.problem, s.steps) for s in pool]
     labels = mc_labels.mc_labels(lm, gen_params, task, items,
                                  mc_labels.MCConfig(rollouts=m.rollouts, temperature=m.temperature, top_p=m.top_p,
+                                                    max_new_tokens=config.generator.max_new_tokens,
                                                     batch_size=m.batch_size),
                                  jax.random.fold_in(key, 1), mesh)
     stats["mc_label_agreement"] = float(np.mean([l == s.label for l, s in zip(labels, pool)]))
