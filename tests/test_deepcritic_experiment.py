@@ -46,7 +46,11 @@ def finished_run(tmp_path_factory):
 def test_main_writes_every_output(finished_run):
   workdir, proc = finished_run
   results = json.loads((workdir / "eval.json").read_text())
-  assert set(results) == {"generator", "base", "sft", "rl"}
+  assert set(results) == {"generator", "base", "sft", "rl", "no_critique_at_rl_budget"}
+  budget = results["no_critique_at_rl_budget"]  # voted second attempts at the rl critic's token budget
+  assert budget["votes"] == max(1, round(results["rl"]["tokens_with_critique"] /
+                                         results["generator"]["tokens_without_critique"]))
+  assert 0.0 <= budget["acc"] <= 1.0 and budget["tokens"] > 0
   heldout = list(processbench.read_processbench(workdir / "heldout.jsonl"))
   assert {s.generator for s in heldout} <= {"writer", "error_maker", "policy"}
   for name in ("base", "sft", "rl"):

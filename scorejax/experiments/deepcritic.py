@@ -41,6 +41,7 @@ from scorejax.objectives import sft
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
 from scorejax.rewards import mc_labels
+from scorejax.rewards.answers import extract_arith_answer
 from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.tasks import arith, processbench, templates
@@ -200,6 +201,17 @@ def generator_baselines(lm, gen_params, task, solutions, config, mesh) -> dict:
   return {"acc_first": float(np.mean([task.reward(s.problem, task.prefix_ids(s.steps)) for s in solutions])),
           "refine_without_critique": reward(without), "refine_with_reference_critique": reward(reference),
           "tokens_without_critique": float(np.mean([len(a) for a in without]))}
+
+
+def vote_at_budget(lm, gen_params, task, solutions, votes: int, config, mesh) -> dict:
+  """Without a critique, at a critic's token budget: `votes` sampled second attempts, majority vote on the answer."""
+  ids, _ = sample_batched(lm, gen_params, [self_correct_ids(task, s) for s in solutions], jax.random.key(2),
+                          Sample(temperature=config.eval.maj_temperature), answer_sampler(task, config), mesh,
+                          pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=votes)
+  answers = [extract_arith_answer(task.text(i)) for i in ids]
+  voted = evaluation.maj_at_k([answers[i * votes:(i + 1) * votes] for i in range(len(solutions))])
+  return {"votes": votes, "acc": float(np.mean([v == s.problem.answer for v, s in zip(voted, solutions)])),
+          "tokens": float(np.mean([len(i) for i in ids]) * votes)}
 
 
 def evaluate_critic(lm, params, gen_params, task, solutions, config, mesh, full: bool = True) -> dict:
@@ -456,14 +468,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params = runner.run("rl", c.steps, opt, params, rl_loss, rl_batch, offsets["rl"][0], eval_fn=interval_eval)
   evaluate_once("rl", params)
 
+  # REFINEMENT AT EQUAL TOKENS: the critique + refinement budget spent on voted second attempts instead
+  g = results.results["generator"]
+  votes = max(1, round(results.results["rl"]["tokens_with_critique"] / g["tokens_without_critique"]))
+  results.get("no_critique_at_rl_budget", lambda: vote_at_budget(lm, gen_params, task, heldout, votes, config, mesh))
+
   # REPORT
   writer.close()
   table = {name: results.results[name] for name in CRITICS if name in results}
   print(format_table(table, ("mean_f1", "maj1_mean_f1", "majk_mean_f1", "invalid", "refine_with_critique")))
-  g = results.results["generator"]
+  b = results.results["no_critique_at_rl_budget"]
   print(f"held-out solutions: {g['num_solutions']} ({g['cut_off']} cut off, left out), {g['acc_first']:.1%} with a "
         f"right answer; the generator's own second attempt without a critique: {g['refine_without_critique']:.1%}; "
-        f"its refinement given the checker's critique: {g['refine_with_reference_critique']:.1%}")
+        f"its refinement given the checker's critique: {g['refine_with_reference_critique']:.1%}; {b['votes']} voted "
+        f"second attempts ({b['tokens']:.0f} tokens, the rl critic's {results.results['rl']['tokens_with_critique']:.0f}): "
+        f"{b['acc']:.1%}")
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
         "RL reward": ("reward", "invalid_fraction"),
