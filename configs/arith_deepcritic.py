@@ -17,6 +17,8 @@ shrunk to finish in under two minutes.
 
 import ml_collections
 
+from scorejax import config_blocks
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -39,17 +41,7 @@ def get_config(arg: str = ""):
   c.task.eval_seed = 1234
   c.task.dev_seed = 1234
 
-  c.model = ml_collections.ConfigDict()
-  c.model.hf_dir = ""  # empty: the preset below, from scratch
-  c.model.preset = "tiny_arith"
-  c.model.d_model = 128
-  c.model.n_layers = 4
-  c.model.n_heads = 4
-  c.model.n_kv_heads = 2
-  c.model.d_ff = 384
-  c.model.param_dtype = "float32"
-  c.model.dtype = "float32"
-  c.model.remat = False
+  c.model = config_blocks.tiny_model()
 
   # The generator: solves and self-corrects ([x, y1, p, y2], both attempts trained), and refines given a critique.
   c.generator = ml_collections.ConfigDict()
@@ -113,21 +105,8 @@ def get_config(arg: str = ""):
   c.eval.every = 30  # RL and SFT steps between greedy dev evaluations (0: only at phase ends)
   c.eval.interval_problems = 100  # dev problems, one solution per generator each
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every = 50
-  c.checkpoint.max_to_keep = 2
-  c.checkpoint.async_save = True
-
-  parts = [p for p in arg.split(",") if p]
-  for part in sorted(parts, key=lambda p: p != "smoke"):  # shrink first, then change
-    if part == "smoke":
-      _shrink(c)
-    elif part in VARIANTS:
-      VARIANTS[part](c)
-    else:
-      raise ValueError(f"configs/arith_deepcritic.py: unknown variant {part!r}; expected 'smoke' or one of "
-                       f"{sorted(VARIANTS)} (comma-separated)")
-  return c
+  c.checkpoint = config_blocks.checkpointing(every=50)
+  return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_deepcritic.py")
 
 
 def _shrink(c):

@@ -16,6 +16,8 @@ pipeline shrunk to finish in under two minutes.
 
 import ml_collections
 
+from scorejax import config_blocks
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -41,17 +43,7 @@ def get_config(arg: str = ""):
   c.task.eval_seed = 1234  # which held-out problems
   c.task.dev_seed = 1234  # which dev-split problems form the dev set of interval evaluations
 
-  c.model = ml_collections.ConfigDict()
-  c.model.hf_dir = ""  # an HF checkpoint directory; empty: the preset below, from scratch
-  c.model.preset = "tiny_arith"
-  c.model.d_model = 128
-  c.model.n_layers = 4
-  c.model.n_heads = 4
-  c.model.n_kv_heads = 2
-  c.model.d_ff = 384
-  c.model.param_dtype = "float32"
-  c.model.dtype = "float32"
-  c.model.remat = False
+  c.model = config_blocks.tiny_model()
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0  # training rollouts (the paper samples at 1.0); evaluation is greedy
@@ -106,21 +98,8 @@ def get_config(arg: str = ""):
   c.eval.every = 40  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
   c.eval.interval_problems = 250  # the dev set: fixed training-split problems (tuning never reads eval)
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every = 20  # steps between checkpoints
-  c.checkpoint.max_to_keep = 2
-  c.checkpoint.async_save = True
-
-  parts = [p for p in arg.split(",") if p]
-  for part in sorted(parts, key=lambda p: p != "smoke"):  # shrink first, then change
-    if part == "smoke":
-      _shrink(c)
-    elif part in VARIANTS:
-      VARIANTS[part](c)
-    else:
-      raise ValueError(f"configs/arith_score.py: unknown variant {part!r}; expected 'smoke' or one of "
-                       f"{sorted(VARIANTS)} (comma-separated)")
-  return c
+  c.checkpoint = config_blocks.checkpointing(every=20)
+  return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_score.py")
 
 
 def _shrink(c):

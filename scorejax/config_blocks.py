@@ -1,0 +1,50 @@
+"""Blocks that configs share: the tiny built-in model, checkpointing, and `name:arg` variant parsing.
+
+A config file stays a schema read at a glance: it builds its own blocks with
+one line of reason per knob and takes the common ones from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import ml_collections
+
+
+def tiny_model() -> ml_collections.ConfigDict:
+  """The built-in task's model (models.tiny_arith), trained from scratch; set hf_dir to load a checkpoint."""
+  m = ml_collections.ConfigDict()
+  m.hf_dir = ""  # an HF checkpoint directory; empty: the preset below, from scratch
+  m.preset = "tiny_arith"
+  m.d_model = 128
+  m.n_layers = 4
+  m.n_heads = 4
+  m.n_kv_heads = 2
+  m.d_ff = 384
+  m.param_dtype = "float32"
+  m.dtype = "float32"
+  m.remat = False
+  return m
+
+
+def checkpointing(every: int) -> ml_collections.ConfigDict:
+  k = ml_collections.ConfigDict()
+  k.every = every  # steps between checkpoints
+  k.max_to_keep = 2
+  k.async_save = True
+  return k
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str, shrink: Callable, variants: Mapping[str, Callable],
+                   config_file: str) -> ml_collections.ConfigDict:
+  """`arg` is comma-separated variant names; "smoke" (the shrunken pipeline) applies first, the rest after."""
+  parts = [p for p in arg.split(",") if p]
+  for part in sorted(parts, key=lambda p: p != "smoke"):  # shrink first, then change
+    if part == "smoke":
+      shrink(c)
+    elif part in variants:
+      variants[part](c)
+    else:
+      raise ValueError(f"{config_file}: unknown variant {part!r}; expected 'smoke' or one of "
+                       f"{sorted(variants)} (comma-separated)")
+  return c
