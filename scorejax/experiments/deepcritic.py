@@ -191,15 +191,20 @@ def greedy_answers(lm, params, task, prompts, config, mesh) -> list[list[int]]:
                         pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
 
 
+def accuracy(task, solutions, answers) -> float:
+  """Share of answers (token ids, one per solution) that reach the solution's problem's answer."""
+  return float(np.mean([task.reward(s.problem, a) for s, a in zip(solutions, answers)]))
+
+
 def generator_baselines(lm, gen_params, task, solutions, config, mesh) -> dict:
   """What refinement is compared with: the generator's own second attempt without a critique, and (the
   ceiling a critic can reach) its refinement given the exact checker's critique."""
-  reward = lambda answers: float(np.mean([task.reward(s.problem, a) for s, a in zip(solutions, answers)]))
   without = greedy_answers(lm, gen_params, task, [self_correct_ids(task, s) for s in solutions], config, mesh)
   reference = greedy_answers(lm, gen_params, task, [refine_ids(task, s, critiques.write_critique(s.problem, s.steps))
                                                     for s in solutions], config, mesh)
-  return {"acc_first": float(np.mean([task.reward(s.problem, task.prefix_ids(s.steps)) for s in solutions])),
-          "refine_without_critique": reward(without), "refine_with_reference_critique": reward(reference),
+  return {"acc_first": accuracy(task, solutions, [task.prefix_ids(s.steps) for s in solutions]),
+          "refine_without_critique": accuracy(task, solutions, without),
+          "refine_with_reference_critique": accuracy(task, solutions, reference),
           "tokens_without_critique": float(np.mean([len(a) for a in without]))}
 
 
@@ -234,7 +239,7 @@ def evaluate_critic(lm, params, gen_params, task, solutions, config, mesh, full:
       maj1_mean_f1=float(np.mean([f for f in single if f is not None])) if any(f is not None for f in single) else None,
       majk_mean_f1=majority["mean_f1"], majk_subsets=majority["subsets"], maj_k=k,
       sampled_invalid=float(np.mean(sampled.predicted == critic_obj.INVALID_INDEX)),
-      refine_with_critique=float(np.mean([task.reward(s.problem, a) for s, a in zip(solutions, answers)])),
+      refine_with_critique=accuracy(task, solutions, answers),
       tokens_with_critique=float(np.mean([len(c) + len(a) for c, a in zip(greedy.ids, answers)])),
       examples=[{"problem": s.problem.text, "steps": list(s.steps), "label": s.label, "critique": t}
                 for s, t in zip(solutions[:3], greedy.texts)])
@@ -396,9 +401,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 jax.random.fold_in(jax.random.key(config.seed), stream_id("heldout")), config, mesh)
   check_context(lm, task, heldout, config)
   processbench.write_jsonl(os.path.join(workdir, "heldout.jsonl"), (
-      dict(id=f"arith-{i}", generator=s.generator, problem=s.problem.text, steps=list(s.steps),
-           final_answer_correct=task.reward(s.problem, task.prefix_ids(s.steps)) > 0.5, label=s.label,
-           subset=s.generator) for i, s in enumerate(heldout)))
+      arith.processbench_record(arith.ArithSolution(s.problem, s.steps, s.label, None), f"arith-{i}", s.generator,
+                                subset=s.generator) for i, s in enumerate(heldout)))
   dev = []
   if config.eval.every:
     dev, _ = make_solutions(lm, gen_params, task, task.dev_problems(config.eval.interval_problems),
@@ -451,7 +455,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                   kl_estimator=c.kl_estimator, baseline=c.baseline)
   rl_loss = build_loss_fn(critic_obj.critic_rl_loss, tokens, rl_inputs, cfg)
   ref_params = params  # pi_ref: the SFT critic
-  ref_logprobs = jax.jit(lambda p, b: tokens(p, b))
+  ref_logprobs = jax.jit(tokens)
 
   def rl_batch(step, state):
     batch, stats = critic_rl_batch(lm, state.params, task, labelled_pool(), config, step, mesh)
