@@ -76,6 +76,7 @@ def get_config(arg: str = ""):
   c.sft.batch_size = 32
   c.sft.learning_rate = 1e-3
   c.sft.warmup_steps = 30
+  c.sft.grad_accum_steps = 1  # micro-batches per step
 
   c.rl = ml_collections.ConfigDict()  # Stage 2: GRPO on the earliest-error reward
   c.rl.steps = 60
@@ -85,6 +86,7 @@ def get_config(arg: str = ""):
   c.rl.learning_rate = 3e-5
   c.rl.warmup_steps = 5
   c.rl.grad_clip_norm = 1.0
+  c.rl.grad_accum_steps = 1  # micro-batches per step
   c.rl.clip_eps = 0.2
   c.rl.kl_coef = 0.1  # token-mean KL to the SFT critic: at 0, seed 1 collapsed to one verdict (dev F1 0.42 -> 0.0)
   c.rl.kl_estimator = "k2"

@@ -1,4 +1,4 @@
-"""Blocks that configs share: the tiny built-in model, checkpointing, and `name:arg` variant parsing.
+"""Blocks that configs share: the tiny built-in model, checkpointing, HF-model meshes, `name:arg` variants.
 
 A config file stays a schema read at a glance: it builds its own blocks with
 one line of reason per knob and takes the common ones from here.
@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import ml_collections
+
+
+# Mesh axes as data for an HF checkpoint on one host: parameters, gradients and Adam state are
+# sharded over one FSDP axis (a 1-7B model with its Adam state fits a v5e chip's 16 GB only when
+# split); -1 takes the remaining devices.
+HF_MESHES = {
+    "": {"data": 1, "fsdp": -1, "tensor": 1},
+    "tpu": {"data": 1, "fsdp": -1, "tensor": 1},  # v4-8 (4 chips) or v5e-8 (8 chips), one host
+    "gpu": {"data": 1, "fsdp": -1, "tensor": 1},  # 8 GPUs on one host, NVLink between all
+}
 
 
 def tiny_model() -> ml_collections.ConfigDict:

@@ -37,6 +37,29 @@ def save_char_tokenizer(path):
                           eos_token="[EOS]", unk_token="[UNK]").save_pretrained(str(path))
 
 
+QWEN_TEMPLATE = (
+    "{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def save_bpe_tokenizer(path, corpus, chat_template=QWEN_TEMPLATE, eos="<|im_end|>", vocab_size=600) -> int:
+  """A byte-level BPE trained on `corpus` with Qwen's special tokens; returns its size."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from transformers import PreTrainedTokenizerFast
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  tok.train_from_iterator(corpus, trainer)
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>",
+                                 chat_template=chat_template)
+  fast.save_pretrained(path)
+  return len(fast)
+
+
 def build_hf_model(family: str, seed: int = 0, **overrides):
   """A random tiny transformers model of `family` (fp32, eval mode)."""
   import torch

@@ -37,6 +37,9 @@ def test_extract_boxed(text, boxed):
         ("48/2 = 24\n#### 1,234", "1,234"),
         ("so the answer is 42.", "42"),
         ("7+5=12\nAnswer: 12", "12"),
+        ("So the sum is 5.\n\n# Answer\n\n5", "5"),  # PRM800K's last step
+        ("# Answer\n\n\\frac{1}{2}", "\\frac{1}{2}"),
+        ("# Answer\n\n", None),
         # A box beats every phrase, even an earlier-priority one after it.
         ("\\boxed{3}\nThe final answer is 4", "3"),
         # "The final answer is" beats "####" and "The answer is".

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scorejax import parallel
-from scorejax.experiments import deepcritic
+from scorejax.experiments import critic_data, deepcritic
 from scorejax.models.build import build_model
 from scorejax.objectives import critic as critic_obj
 from scorejax.objectives import sft
@@ -126,7 +126,7 @@ def _one_step(lm, mesh, params, loss_fn, batch, learning_rate):
 
 def test_one_sft_step_on_seed_critiques_lowers_their_nll(model):
   config, task, mesh, lm, params = model
-  batch, stats = deepcritic.critic_sft_batch(task, config, step=0)
+  batch, stats = critic_data.BuiltinCriticData(task, config).sft_batch(step=0)
   assert batch["tokens_BxT"].shape[0] == config.sft.batch_size and 0 < stats["kept_fraction"] <= 1
   # Only the critique tokens are trained: the prompt is context.
   assert batch["mask_critique_BxT"].sum() < batch["mask_BxT"].sum()
@@ -138,7 +138,7 @@ def test_one_sft_step_on_seed_critiques_lowers_their_nll(model):
 
 def test_one_rl_step_raises_the_logprob_of_rewarded_critiques(model):
   config, task, mesh, lm, params = model
-  pool, _ = deepcritic.rl_pool(lm, params, task, config, mesh)
+  pool, _ = critic_data.BuiltinCriticData(task, config).rl_pool(lm, params, mesh)
   batch, _ = deepcritic.critic_rl_batch(lm, params, task, pool, config, 0, mesh)
   # An untrained critic's critiques are invalid (reward 0); give the first of each group the label's
   # index so that the group-relative advantage is positive on it and negative on the rest.
@@ -174,8 +174,9 @@ def test_one_rl_step_raises_the_logprob_of_rewarded_critiques(model):
 def test_a_critic_prompt_longer_than_the_context_names_the_lengths(model):
   config, task, mesh, lm, params = model
   config = _config(("critique.max_new_tokens", 600))
-  solutions, _ = deepcritic.make_solutions(lm, params, task, task.eval_problems[:2], ("writer",),
-                                           np.random.default_rng(0), jax.random.key(0), config, mesh)
+  config.solutions.generators = ("writer",)
+  solutions, _ = critic_data.BuiltinCriticData(task, config).solutions(
+      lm, params, task.eval_problems[:2], np.random.default_rng(0), jax.random.key(0), mesh)
   with pytest.raises(ValueError, match=r"config.critique.max_new_tokens=600: \d+ positions, more than the "
                                        r"model's max_position_embeddings=512"):
     deepcritic.check_context(lm, task, solutions, config)

@@ -16,18 +16,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hf_fixtures import save_hf_model
+from hf_fixtures import QWEN_TEMPLATE, save_bpe_tokenizer, save_hf_model
 from scorejax import phases
 from scorejax.experiments import score
 from scorejax.tasks import chat, math_task
 from scorejax.tasks.base import make_task
 from scorejax.tasks import templates
 
-QWEN_TEMPLATE = (
-    "{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 # Assistant turns closed by a blank line: no token an attempt could stop at.
 PLAIN_END_TEMPLATE = ("{%- for message in messages %}{{- message['role'] + ': ' + message['content'] + '\\n\\n' }}"
                       "{%- endfor %}{%- if add_generation_prompt %}{{- 'assistant: ' }}{%- endif %}")
@@ -53,18 +48,7 @@ def _corpus():
 
 def save_tokenizer(path, chat_template=QWEN_TEMPLATE, eos="<|im_end|>") -> int:
   """A byte-level BPE over the test texts with Qwen's special tokens; returns its size."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  from transformers import PreTrainedTokenizerFast
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-  tok.train_from_iterator(_corpus(), trainer)
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>",
-                                 chat_template=chat_template)
-  fast.save_pretrained(path)
-  return len(fast)
+  return save_bpe_tokenizer(path, _corpus(), chat_template, eos)
 
 
 def write_math_jsonl(path, problems):

@@ -6,18 +6,11 @@ directory; see their docstrings for how to get the data and run them.
 
 import ml_collections
 
+from scorejax.config_blocks import HF_MESHES
+
 MATH_TRAIN = "/data/math/train.jsonl"
 MATH500_TEST = "/data/math500/test.jsonl"
 GSM8K_DATA_DIR = "/data/tfds"
-
-# Mesh axes as data: parameters, gradients and Adam state are sharded over one
-# FSDP axis (a 1-2B model with its Adam state fits a v5e chip's 16 GB only when split);
-# -1 takes the remaining devices.
-MESHES = {
-    "": {"data": 1, "fsdp": -1, "tensor": 1},
-    "tpu": {"data": 1, "fsdp": -1, "tensor": 1},  # v4-8 (4 chips) or v5e-8 (8 chips), one host
-    "gpu": {"data": 1, "fsdp": -1, "tensor": 1},  # 8 GPUs on one host, NVLink between all
-}
 
 
 def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.ConfigDict:
@@ -35,7 +28,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c = ml_collections.ConfigDict()
   c.experiment = "score"  # scorejax.experiments.<experiment>.run(config, workdir)
   c.seed = 0  # data order and sampling keys
-  c.mesh = dict(MESHES[host])
+  c.mesh = dict(HF_MESHES[host])
   c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
   c.log_every = 1  # steps between metrics.jsonl records (a step is a whole batch of rollouts)
   c.tensorboard = True  # also write TensorBoard event files

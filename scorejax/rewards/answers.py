@@ -9,6 +9,7 @@ first kind found wins):
   3. "#### ..." (GSM8K)
   4. "The answer is ..."
   5. a line "Answer: ..." (the built-in arithmetic task's answer line)
+  6. "# Answer" and the answer on the next non-empty line (PRM800K's last step)
 
 Equivalence first compares cheap canonical strings and integers, then hands
 the two answers to math-verify (HF's maintained parser and grader) under a
@@ -42,6 +43,7 @@ _FINAL_ANSWER_RE = re.compile(r"the final answer is[ \t]*:?([^\n]*)", re.IGNOREC
 _HASHES_RE = re.compile(r"####([^\n]*)")
 _THE_ANSWER_RE = re.compile(r"\bthe answer is[ \t]*:?([^\n]*)", re.IGNORECASE)
 _ANSWER_LINE_RE = re.compile(r"^[ \t]*answer[ \t]*:([^\n]*)", re.IGNORECASE | re.MULTILINE)
+_PRM_ANSWER_RE = re.compile(r"^[ \t]*#[ \t]*Answer[ \t]*\n\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _ARITH_ANSWER_RE = re.compile(r"^[ \t]*Answer:[ \t]*(-?\d{1,18})[ \t]*$", re.MULTILINE)
 _HOPE_RE = re.compile(r"I hope it is correct", re.IGNORECASE)
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
@@ -119,7 +121,7 @@ def extract_final_answer(text: str) -> str | None:
   boxed = extract_boxed(text)
   if boxed is not None and boxed.strip():
     return boxed.strip()
-  for pattern in (_FINAL_ANSWER_RE, _HASHES_RE, _THE_ANSWER_RE, _ANSWER_LINE_RE):
+  for pattern in (_FINAL_ANSWER_RE, _HASHES_RE, _THE_ANSWER_RE, _ANSWER_LINE_RE, _PRM_ANSWER_RE):
     found = _last(pattern, text)
     if found is not None:
       return found

@@ -24,6 +24,12 @@ labels, `tasks.processbench.LabelledSolution`):
   reference_steps(problem)       a right solution
   is_complete(steps)             the solution reaches a final answer (a cut-off one is never "all correct")
   prefix_ids(steps)              the first steps of an answer as tokens, for a completion to continue
+  solution_text(steps)           the steps joined as the policy writes a solution
+  parse_critique(text, n)        the 0-indexed step a critique's \\boxed{} names, -1, or `templates.Invalid`
+
+MATH and GSM8K (`tasks.math_task`) give every step method but the two that
+need a checker (earliest_error, reference_steps): their labels come from
+records (ProcessBench, PRM800K) or from Monte Carlo estimation.
 
 `stream_seed(seed, stream, step)` seeds a training stream by its name ("base",
 "sft", "rl", "round2/critic"), never by a position in a phase list.
@@ -55,6 +61,24 @@ def stream_seed(seed: int, stream: str, step: int) -> int:
   return int(np.random.SeedSequence([seed, stream_id(stream), step]).generate_state(1)[0])
 
 
+def endless_shuffle(items: Sequence, seed: int, stream: str, step: int, n: int) -> list:
+  """Items step*n .. step*n+n-1 of an endless sequence of seeded shuffles of `items` (epoch after epoch).
+
+  A function of its arguments only: each epoch is a permutation seeded by
+  (seed, stream, epoch), so a resumed run replays the same batches.
+  """
+  size = len(items)
+  if not size:
+    raise ValueError(f"stream {stream!r}: nothing to draw from")
+  orders, out = {}, []
+  for i in range(step * n, step * n + n):
+    epoch, j = divmod(i, size)
+    if epoch not in orders:
+      orders[epoch] = np.random.default_rng([seed, stream_id(stream), epoch]).permutation(size)
+    out.append(items[orders[epoch][j]])
+  return out
+
+
 @runtime_checkable
 class WholeAnswerTask(Protocol):
   tokenizer: object
@@ -77,14 +101,20 @@ class StepTask(WholeAnswerTask, Protocol):
   def reference_steps(self, problem) -> tuple[str, ...]: ...
   def is_complete(self, steps: Sequence[str]) -> bool: ...
   def prefix_ids(self, steps: Sequence[str]) -> list[int]: ...
+  def solution_text(self, steps: Sequence[str]) -> str: ...
+  def parse_critique(self, text: str, num_steps: int): ...
 
 
-def make_task(config: ml_collections.ConfigDict):
-  """The task named by config.name ("arith", "gsm8k", "math"), built from the rest of config."""
+def make_task(config: ml_collections.ConfigDict, needs_train: bool = True):
+  """The task named by config.name ("arith", "gsm8k", "math"), built from the rest of config.
+
+  `needs_train=False`: a run that draws no training problems (a critic
+  trained on labelled files) may leave MATH's train_path empty.
+  """
   if config.name == "arith":
     from scorejax.tasks.arith.task import ArithTask
     return ArithTask(config)
   if config.name in ("gsm8k", "math"):
     from scorejax.tasks.math_task import MathTask
-    return MathTask(config)
+    return MathTask(config, needs_train)
   raise ValueError(f"config.task.name={config.name!r}; expected one of ['arith', 'gsm8k', 'math']")

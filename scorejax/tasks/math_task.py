@@ -2,7 +2,9 @@
 
 Prompts go through the tokenizer's chat template (checked by `tasks.chat`),
 r = `rewards.answers.math_reward`; the dev set is `dev_size` train rows
-held out from training.
+held out from training. Steps are paragraphs (ProcessBench splits solutions
+on blank lines); which one is wrong comes from labelled records or Monte
+Carlo estimation, never from the task.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from scorejax.rewards import answers
 from scorejax.tasks import gsm8k, math_data, templates
-from scorejax.tasks.base import stream_id
+from scorejax.tasks.base import endless_shuffle
 from scorejax.tasks.chat import instruction_ids, turn_end_id
 from scorejax.tokenizers import HFTokenizer, plain_concatenation
 
@@ -59,10 +61,15 @@ def read_gsm8k_problems(split: str, data_dir: str) -> list[MathProblem]:
   return [MathProblem(e.question, e.answer, f"gsm8k/{split}/{i}") for i, e in enumerate(examples)]
 
 
-def load_problems(config: ml_collections.ConfigDict) -> tuple[list[MathProblem], list[MathProblem]]:
-  """(train, eval) problems of config.name, both checked before the tokenizer or model load."""
+def load_problems(config: ml_collections.ConfigDict, needs_train: bool = True
+                  ) -> tuple[list[MathProblem], list[MathProblem]]:
+  """(train, eval) problems of config.name, both checked before the tokenizer or model load.
+
+  Without `needs_train`, an empty MATH train_path gives no training problems.
+  """
   if config.name == "math":
-    return read_math_problems(config.train_path, "train_path"), read_math_problems(config.eval_path, "eval_path")
+    train = read_math_problems(config.train_path, "train_path") if config.train_path or needs_train else []
+    return train, read_math_problems(config.eval_path, "eval_path")
   if config.name == "gsm8k":
     return (read_gsm8k_problems(config.train_split, config.data_dir),
             read_gsm8k_problems(config.eval_split, config.data_dir))
@@ -74,13 +81,14 @@ class MathTask:
   """GSM8K or MATH / MATH500 (config.name "gsm8k" / "math") on an HF tokenizer."""
 
   config: ml_collections.ConfigDict
+  needs_train: bool = True  # False: a run that draws no training problems may leave train_path empty
 
   def __post_init__(self):
     c = self.config
-    train, eval_problems = load_problems(c)
-    if not train:
+    train, eval_problems = load_problems(c, self.needs_train)
+    if not train and self.needs_train:
       raise ValueError(f"config.task.name={c.name!r}: the training split has no problems")
-    if not 0 <= c.dev_size < len(train):
+    if train and not 0 <= c.dev_size < len(train):
       raise ValueError(f"config.task.dev_size={c.dev_size}: the training split has {len(train)} problems; "
                        "the dev set must leave some to train on")
     # The dev set: dev_size train rows, one fixed shuffle's first, never drawn for training.
@@ -122,20 +130,11 @@ class MathTask:
     return answers.math_reward(self.text(ids), problem.answer)
 
   def train_problems(self, seed: int, stream: str, step: int, n: int) -> list[MathProblem]:
-    """Problems step*n .. step*n+n-1 of an endless sequence of seeded shuffles of the train set.
-
-    A function of (seed, stream, step, n) only: each epoch is a permutation
-    seeded by (seed, stream, epoch), so a resumed run replays the same batches.
-    """
-    size = len(self.train)
-    orders = {}
-    out = []
-    for i in range(step * n, step * n + n):
-      epoch, j = divmod(i, size)
-      if epoch not in orders:
-        orders[epoch] = np.random.default_rng([seed, stream_id(stream), epoch]).permutation(size)
-      out.append(self.train[orders[epoch][j]])
-    return out
+    """Problems step*n .. step*n+n-1 of an endless sequence of seeded shuffles of the train set."""
+    if not self.train:
+      raise MissingData(f"stream {stream!r} draws training problems, but config.task.train_path is empty. "
+                        f"{MATH_HOW_TO_GET}")
+    return endless_shuffle(self.train, seed, stream, step, n)
 
   def dev_problems(self, n: int) -> list[MathProblem]:
     """n of the train rows held out as the dev set (config.task.dev_size): what settings are tuned on."""
@@ -143,3 +142,22 @@ class MathTask:
       raise ValueError(f"{n} dev problems asked (config.eval.interval_problems), but config.task.dev_size="
                        f"{self.config.dev_size} holds out {len(self.dev)}")
     return self.dev[:n]
+
+  # The step protocol on real solutions: a step is a paragraph.
+
+  def steps(self, text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split("\n\n") if p.strip())
+
+  def solution_text(self, steps: Sequence[str]) -> str:
+    return "\n\n".join(steps)
+
+  def is_complete(self, steps: Sequence[str]) -> bool:
+    """The last step states a final answer (\\boxed{}, "The final answer is", PRM800K's "# Answer", ...)."""
+    return bool(steps) and answers.extract_final_answer(steps[-1]) is not None
+
+  def prefix_ids(self, steps: Sequence[str]) -> list[int]:
+    """The first steps of an answer as tokens, each closed by its blank line: a completion continues them."""
+    return self.tokenizer.encode("".join(f"{s}\n\n" for s in steps))
+
+  def parse_critique(self, text: str, num_steps: int):
+    return templates.parse_critique_index(text, num_steps, self.templates.critique_first_index)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import ml_collections
 
 from scorejax.tasks import templates
-from scorejax.tasks.arith import check, problems
+from scorejax.tasks.arith import check, critiques, problems
 from scorejax.tasks.base import stream_seed
 from scorejax.tokenizers import CharTokenizer
 
@@ -74,3 +74,10 @@ class ArithTask:
   def prefix_ids(self, steps: Sequence[str]) -> list[int]:
     """The tokens of the first steps of an answer, as the policy writes them: a completion continues them."""
     return self.tokenizer.encode("".join(f"{line}\n" for line in steps))
+
+  def solution_text(self, steps: Sequence[str]) -> str:
+    return "\n".join(steps)
+
+  def parse_critique(self, text: str, num_steps: int):
+    """Strict: the deliberate format of `arith.critiques`, step by step, then the boxed number."""
+    return critiques.parse_critique(text, num_steps)
