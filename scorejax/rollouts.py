@@ -26,6 +26,8 @@ import numpy as np
 
 from scorejax.sampling import Buckets, Rollout, Rule, SamplerConfig, continue_sampling, left_pad, sample
 
+COMPACT_EVERY = 16  # sample_batched: decode steps between compactions of the batch
+
 
 class Segment(NamedTuple):
   ids: Sequence[int]  # token ids
@@ -113,8 +115,8 @@ def padded_width(prompts: Sequence[Sequence[int]]) -> int:
 
 def first_turn(lm, params, prompts: Sequence[Sequence[int]], key: jax.Array, rule: Rule, sampler: SamplerConfig,
                mesh, *, pad_id: int, cache_length: int | None = None, prompt_ids_B=None,
-               sample_index_B=None) -> Turn:
-  """Samples one turn from each prompt.
+               sample_index_B=None, samples_per_prompt: int = 1) -> Turn:
+  """Samples one turn from each prompt (`samples_per_prompt` rows each, prompt-major, one prefill each).
 
   `cache_length`: KV-cache slots; give the whole episode's (e.g.
   `padded_width(prompts)` + every later turn's tokens) when `next_turn`
@@ -123,7 +125,8 @@ def first_turn(lm, params, prompts: Sequence[Sequence[int]], key: jax.Array, rul
   """
   x_BxT, x_mask = left_pad(prompts, pad_id)
   return _turn(sample(lm, params, x_BxT, x_mask, key, rule, sampler, cache_length=cache_length, mesh=mesh,
-                      prompt_ids_B=prompt_ids_B, sample_index_B=sample_index_B))
+                      prompt_ids_B=prompt_ids_B, sample_index_B=sample_index_B,
+                      samples_per_prompt=samples_per_prompt))
 
 
 def next_turn(lm, params, turn: Turn, appended: Sequence[Sequence[int]], key: jax.Array, rule: Rule,
@@ -136,17 +139,21 @@ def next_turn(lm, params, turn: Turn, appended: Sequence[Sequence[int]], key: ja
 def sample_batched(lm, params, prompts: Sequence[Sequence[int]], key: jax.Array, rule: Rule,
                    sampler: SamplerConfig, mesh, *, pad_id: int, batch_size: int,
                    n: int = 1) -> tuple[list[list[int]], list[list[float]]]:
-  """n samples of each prompt (rows prompt-major), decoded `batch_size` rows at a time.
+  """n samples of each prompt (rows prompt-major), decoded about `batch_size` rows at a time.
 
   Row (i, j) is keyed by (prompt i, sample j), so a sample does not depend on
-  the batch it lands in. Returns each row's ids and log-probs.
+  the batch it lands in. No later turn follows, so finished rows leave the
+  batch as it decodes (`SamplerConfig.compact_every`, COMPACT_EVERY unless
+  set): the same tokens, without paying for the longest row on every row.
+  Returns each row's ids and log-probs.
   """
-  rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
+  sampler = sampler if sampler.compact_every else dataclasses.replace(sampler, compact_every=COMPACT_EVERY)
+  per_batch = max(1, batch_size // n)  # prompts per batch: each prefilled once for its n samples
   ids, logprobs = [], []
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start:start + batch_size]
-    turn = first_turn(lm, params, [prompts[i] for i, _ in chunk], key, rule, sampler, mesh, pad_id=pad_id,
-                      prompt_ids_B=np.array([i for i, _ in chunk]), sample_index_B=np.array([j for _, j in chunk]))
+  for start in range(0, len(prompts), per_batch):
+    chunk = range(start, min(start + per_batch, len(prompts)))
+    turn = first_turn(lm, params, [prompts[i] for i in chunk], key, rule, sampler, mesh, pad_id=pad_id,
+                      prompt_ids_B=np.array(chunk), samples_per_prompt=n)
     ids += turn.ids
     logprobs += turn.logprobs
   return ids, logprobs

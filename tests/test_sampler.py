@@ -1,5 +1,6 @@
 """The in-JAX sampler: rules, log-probs, stopping, reproducibility, sharding, bad input."""
 
+import dataclasses
 import functools
 import math
 
@@ -249,6 +250,60 @@ def test_sharded_over_8_devices_equals_one_device():
                             config, mesh=mesh)
   np.testing.assert_array_equal(np.asarray(many2.tokens_BxN), np.asarray(one2.tokens_BxN))
   np.testing.assert_array_equal(np.asarray(many2.lengths_B), np.asarray(one2.lengths_B))
+
+
+@pytest.mark.parametrize("mesh_axes", [None, {"data": 4, "fsdp": 2}], ids=["1dev", "8dev"])
+def test_one_prefill_per_prompt_gives_the_draws_of_repeated_rows(mesh_axes):
+  lm, params = _model()
+  tokens, mask = _prompts(lengths=(5, 2, 7), seed=1)  # 3 prompts: padded to 8 on the mesh
+  mesh = None if mesh_axes is None else parallel.make_mesh(mesh_axes)
+  if mesh is not None:
+    params = jax.device_put(params, parallel.param_shardings(lm.abstract_params(), mesh))
+  rule, config = Sample(temperature=1.0), SamplerConfig(max_new_tokens=10, stop_tokens=(3,), sampling_logprobs=True)
+  rows, rows_mask, ids, index = sampler_lib.repeat_prompts(tokens, mask, 4, prompt_ids_B=[7, 1, 4])
+  repeated = sample(lm, params, rows, rows_mask, jax.random.key(6), rule, config, prompt_ids_B=ids,
+                    sample_index_B=index, mesh=mesh)
+  shared = sample_many(lm, params, tokens, mask, jax.random.key(6), rule, config, 4, prompt_ids_B=[7, 1, 4],
+                       mesh=mesh)
+  np.testing.assert_array_equal(np.asarray(shared.tokens_BxN), np.asarray(repeated.tokens_BxN))
+  np.testing.assert_array_equal(np.asarray(shared.lengths_B), np.asarray(repeated.lengths_B))
+  np.testing.assert_allclose(np.asarray(shared.logprobs_BxN), np.asarray(repeated.logprobs_BxN), atol=1e-5)
+  # The context continues like the repeated rows' does.
+  turn, turn_mask = left_pad([[5, 6]] * 12, 0)
+  next_shared = continue_sampling(lm, params, shared.context, turn, turn_mask, jax.random.key(7), rule, config,
+                                  mesh=mesh)
+  next_repeated = continue_sampling(lm, params, repeated.context, turn, turn_mask, jax.random.key(7), rule, config,
+                                    mesh=mesh)
+  np.testing.assert_array_equal(np.asarray(next_shared.tokens_BxN), np.asarray(next_repeated.tokens_BxN))
+
+
+@pytest.mark.parametrize("rule", [Greedy(), Sample(temperature=1.0)], ids=["greedy", "sample"])
+@pytest.mark.parametrize("mesh_axes", [None, {"data": 4, "fsdp": 2}], ids=["1dev", "8dev"])
+def test_compaction_gives_the_same_rows_as_one_loop(rule, mesh_axes, monkeypatch):
+  gathered = []
+  gather = sampler_lib._gather_rows
+  monkeypatch.setattr(sampler_lib, "_gather_rows", lambda *a: gathered.append(a[3].shape[0]) or gather(*a))
+  lm, params = _model()
+  tokens, mask = _prompts(lengths=tuple(np.random.default_rng(3).integers(1, 8, 40)), seed=3)
+  mesh = None if mesh_axes is None else parallel.make_mesh(mesh_axes)
+  if mesh is not None:
+    params = jax.device_put(params, parallel.param_shardings(lm.abstract_params(), mesh))
+  # Two stop tokens: rows end at scattered steps, most early, some run out of budget.
+  config = SamplerConfig(max_new_tokens=20, stop_tokens=(3, 7), sampling_logprobs=True)
+  plain = sample(lm, params, tokens, mask, jax.random.key(4), rule, config, mesh=mesh)
+  lengths = np.asarray(plain.lengths_B)
+  assert len(set(lengths.tolist())) > 2 and lengths.max() > 6  # compaction has something to drop
+  for every in (1, 3, 6):
+    packed = sample(lm, params, tokens, mask, jax.random.key(4), rule,
+                    dataclasses.replace(config, compact_every=every), mesh=mesh)
+    assert packed.context is None
+    np.testing.assert_array_equal(np.asarray(packed.tokens_BxN), np.asarray(plain.tokens_BxN))
+    np.testing.assert_array_equal(np.asarray(packed.lengths_B), lengths)
+    np.testing.assert_array_equal(np.asarray(packed.finished_B), np.asarray(plain.finished_B))
+    np.testing.assert_allclose(np.asarray(packed.logprobs_BxN), np.asarray(plain.logprobs_BxN), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(packed.sampling_logprobs_BxN),
+                               np.asarray(plain.sampling_logprobs_BxN), atol=1e-5)
+  assert gathered and min(gathered) < len(lengths)  # the live rows did move to smaller batches
 
 
 def test_traced_settings_do_not_recompile():

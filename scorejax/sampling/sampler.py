@@ -25,6 +25,16 @@ concatenated context would.
 Shapes are bucketed (`buckets.py`); `max_new_tokens`, the temperature, top_p,
 the stop tokens and the pad id are traced values, so changing them inside a
 bucket does not recompile.
+
+Compaction (`SamplerConfig.compact_every`). The loop runs while any row is
+live, so a batch whose rows mostly stopped early still pays for its longest
+one. With compaction the loop pauses every `compact_every` steps; once the
+live rows fit in three quarters of the batch, they are gathered (cache
+included) into a batch of their number rounded up to a multiple of 16, and
+decoding goes on there. A row's
+draws depend only on its key and step, so the tokens are the same as
+without it. The compacted rows' cache can hold no later turn: the result
+carries no context.
 """
 
 from __future__ import annotations
@@ -60,12 +70,15 @@ class SamplerConfig:
   pad_id: int = 0  # written after a row ends, and fed (masked out) to finished rows
   sampling_logprobs: bool = False  # also return log-probs under the sampling rule
   buckets: Buckets = Buckets()  # rounding of prompt, buffer and cache lengths
+  compact_every: int = 0  # > 0: every this many steps, finished rows may leave the batch (then no context)
 
   def __post_init__(self):
     if not isinstance(self.max_new_tokens, (int, np.integer)) or self.max_new_tokens < 1:
       raise ValueError(f"SamplerConfig.max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
     if self.stop_tokens is not None:
       object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+    if self.compact_every < 0:
+      raise ValueError(f"SamplerConfig.compact_every must be >= 0, got {self.compact_every}")
 
 
 @jax.tree_util.register_dataclass
@@ -96,7 +109,7 @@ class Rollout:
   sampling_logprobs_BxN: jax.Array | None  # fp32: under the rule that drew it; None unless asked
   lengths_B: jax.Array  # int32: tokens generated, stop token included
   finished_B: jax.Array  # bool: the row emitted a stop token (False: it ran out of budget)
-  context: Context  # the state after this turn, for `continue_sampling`
+  context: Context | None  # the state after this turn, for `continue_sampling`; None after compaction
 
 
 # ----------------------------------------------------------------------------
@@ -234,27 +247,39 @@ def _decode_step(lm: LM, params: Params, rule: Rule, row_keys_B, stop_K, pad_id,
       lengths_B=state.lengths_B + live_B.astype(jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "buffer_length", "sampling_logprobs"),
-                   donate_argnames=("cache",))
-def _turn(model: _Static, params: Params, cache: KVCache, tokens_BxT, mask_BxT, start_B, active_B,
+def _row_keys(key, prompt_ids_B, sample_index_B):
+  return jax.vmap(lambda p, s: jax.random.fold_in(jax.random.fold_in(key, p), s))(prompt_ids_B, sample_index_B)
+
+
+def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_UxT, start_U, active_B,
           prompt_ids_B, sample_index_B, key, rule: Rule, stop_K, pad_id, max_new_tokens, *,
-          buffer_length: int, sampling_logprobs: bool) -> DecodeState:
-  """Prefills one turn's tokens at the cache's end, then decodes up to max_new_tokens."""
+          buffer_length: int, sampling_logprobs: bool, group: int = 1) -> DecodeState:
+  """Prefills one turn's tokens at the cache's end, then decodes up to max_new_tokens.
+
+  `group` > 1: the U prefilled rows are U prompts of `group` samples each;
+  their cache is copied to the B = U * group decoded rows (prompt-major).
+  """
   lm = model.lm
-  b = tokens_BxT.shape[0]
+  b = tokens_UxT.shape[0] * group
 
   # PREFILL: positions continue from each row's length; padding is written but never valid.
-  positions_BxT = start_B[:, None] + jnp.maximum(jnp.cumsum(mask_BxT, axis=1) - 1, 0)
-  h_BxTxD, cache = lm.hidden(params, tokens_BxT, positions_BxT, mask_BxT, cache)
+  positions_UxT = start_U[:, None] + jnp.maximum(jnp.cumsum(mask_UxT, axis=1) - 1, 0)
+  h_UxTxD, cache = lm.hidden(params, tokens_UxT, positions_UxT, mask_UxT, cache)
+  start_B = start_U + jnp.sum(mask_UxT, axis=1, dtype=jnp.int32)
+  h_BxD = h_UxTxD[:, -1]
+  if group > 1:
+    repeat = functools.partial(jnp.repeat, repeats=group, total_repeat_length=b)
+    cache = KVCache(repeat(cache.k_LxBxKxSxH, axis=1), repeat(cache.v_LxBxKxSxH, axis=1),
+                    repeat(cache.valid_BxS, axis=0), cache.end)
+    start_B, h_BxD = repeat(start_B, axis=0), repeat(h_BxD, axis=0)
 
   # DECODE
-  row_keys_B = jax.vmap(lambda p, s: jax.random.fold_in(jax.random.fold_in(key, p), s))(
-      prompt_ids_B, sample_index_B)
+  row_keys_B = _row_keys(key, prompt_ids_B, sample_index_B)
   state = DecodeState(
       step=jnp.zeros((), jnp.int32),
-      hidden_BxD=h_BxTxD[:, -1],
+      hidden_BxD=h_BxD,
       cache=_constrain_cache(cache, lm.config.n_kv_heads),
-      positions_B=start_B + jnp.sum(mask_BxT, axis=1, dtype=jnp.int32),
+      positions_B=start_B,
       done_B=~active_B,
       tokens_BxN=jnp.full((b, buffer_length), pad_id, jnp.int32),
       logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32),
@@ -266,6 +291,39 @@ def _turn(model: _Static, params: Params, cache: KVCache, tokens_BxT, mask_BxT, 
 
   step = functools.partial(_decode_step, lm, params, rule, row_keys_B, stop_K, pad_id)
   return jax.lax.while_loop(keep_going, step, state)
+
+
+_TURN_STATIC = ("model", "buffer_length", "sampling_logprobs", "group")
+_turn = jax.jit(_turn_impl, static_argnames=_TURN_STATIC, donate_argnames=("cache",))  # the cache updated in place
+_shared_prefill_turn = jax.jit(_turn_impl, static_argnames=_TURN_STATIC)  # group > 1: a new, larger cache
+
+
+@functools.partial(jax.jit, static_argnames=("model",), donate_argnames=("state",))
+def _decode_more(model: _Static, params: Params, state: DecodeState, row_keys_B, rule: Rule, stop_K, pad_id,
+                 until) -> DecodeState:
+  """Decodes on from `state` while a row is live and step < until (a paused, perhaps compacted, turn)."""
+  def keep_going(s: DecodeState):
+    return (s.step < until) & ~jnp.all(s.done_B)
+
+  step = functools.partial(_decode_step, model.lm, params, rule, row_keys_B, stop_K, pad_id)
+  return jax.lax.while_loop(keep_going, step, state)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _gather_rows(model: _Static, state: DecodeState, row_keys_B, index_R, idle_R) -> tuple[DecodeState, jax.Array]:
+  """Rows `index_R` of a paused turn (cache included); `idle_R` rows only pad the batch (done)."""
+  take = functools.partial(jnp.take, indices=index_R, axis=0)
+  cache = state.cache
+  cache = KVCache(jnp.take(cache.k_LxBxKxSxH, index_R, axis=1), jnp.take(cache.v_LxBxKxSxH, index_R, axis=1),
+                  take(cache.valid_BxS), cache.end)
+  rule_logp = state.sampling_logprobs_BxN
+  return DecodeState(
+      step=state.step, hidden_BxD=take(state.hidden_BxD),
+      cache=_constrain_cache(cache, model.lm.config.n_kv_heads),
+      positions_B=take(state.positions_B), done_B=take(state.done_B) | idle_R,
+      tokens_BxN=take(state.tokens_BxN), logprobs_BxN=take(state.logprobs_BxN),
+      sampling_logprobs_BxN=None if rule_logp is None else take(rule_logp),
+      lengths_B=take(state.lengths_B)), row_keys_B[index_R]
 
 
 # ----------------------------------------------------------------------------
@@ -342,24 +400,80 @@ def _place(x, mesh: Mesh | None):
 
 def run_turn(lm: LM, params: Params, cache: KVCache, tokens_BxT: np.ndarray, mask_BxT: np.ndarray,
              start_B, active_B, prompt_ids_B, sample_index_B, key: jax.Array, rule: Rule,
-             config: SamplerConfig, *, batch: int, max_end: int, mesh: Mesh | None) -> Rollout:
-  """Runs one jitted turn on checked, left-packed, row-padded host arrays (Bp rows)."""
+             config: SamplerConfig, *, batch: int, max_end: int, mesh: Mesh | None, group: int = 1) -> Rollout:
+  """Runs one jitted turn on checked, left-packed, row-padded host arrays (Bp rows).
+
+  With `group` > 1, tokens, mask, start and the cache have Bp / group rows, one per prompt.
+  """
   stop_K = stop_token_array(lm, config)
   buffer_length = config.buckets(config.max_new_tokens)
   host = dict(tokens_BxT=tokens_BxT, mask_BxT=mask_BxT)
   device = {k: _place(v, mesh) for k, v in host.items()}
-  with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
-    state = _turn(_Static(lm), params, cache, device["tokens_BxT"], device["mask_BxT"], start_B,
-                  active_B, prompt_ids_B, sample_index_B, key, rule, jnp.asarray(stop_K),
-                  jnp.int32(config.pad_id), jnp.int32(config.max_new_tokens),
-                  buffer_length=buffer_length, sampling_logprobs=config.sampling_logprobs)
   n = config.max_new_tokens
+  first = min(n, config.compact_every) if config.compact_every else n
+  with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+    turn = _turn if group == 1 else _shared_prefill_turn
+    state = turn(_Static(lm), params, cache, device["tokens_BxT"], device["mask_BxT"], start_B,
+                  active_B, prompt_ids_B, sample_index_B, key, rule, jnp.asarray(stop_K),
+                  jnp.int32(config.pad_id), jnp.int32(first),
+                  buffer_length=buffer_length, sampling_logprobs=config.sampling_logprobs, group=group)
+    if config.compact_every:
+      return _compacted_rollout(lm, params, state, _row_keys(key, prompt_ids_B, sample_index_B), active_B, rule,
+                                jnp.asarray(stop_K), config, batch=batch, mesh=mesh)
   context = Context(cache=state.cache, positions_B=state.positions_B, active_B=active_B,
                     prompt_ids_B=prompt_ids_B, sample_index_B=sample_index_B, batch=batch,
                     max_end=max_end + tokens_BxT.shape[1] + n)
   tokens, logprobs, rule_logprobs, lengths, finished = _trim(state, active_B, batch=batch, columns=n)
   return Rollout(tokens_BxN=tokens, logprobs_BxN=logprobs, sampling_logprobs_BxN=rule_logprobs,
                  lengths_B=lengths, finished_B=finished, context=context)
+
+
+def _compacted_rollout(lm: LM, params: Params, state: DecodeState, row_keys_B, active_B, rule: Rule, stop_K,
+                       config: SamplerConfig, *, batch: int, mesh: Mesh | None) -> Rollout:
+  """Decodes a paused turn to its end, gathering the live rows into a smaller batch when at most half are."""
+  n, model, pad = config.max_new_tokens, _Static(lm), jnp.int32(config.pad_id)
+  dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
+  fields = ("tokens_BxN", "logprobs_BxN", "sampling_logprobs_BxN", "lengths_B", "done_B")
+  out = {f: None if getattr(state, f) is None else np.array(getattr(state, f)) for f in fields}
+  rows_R = np.arange(out["done_B"].shape[0])  # the original row each row of `state` holds
+  real_R = np.ones(len(rows_R), bool)  # False: a copy that only pads the compacted batch
+  step = int(state.step)
+  while step < n:
+    done_R = np.asarray(state.done_B)
+    live = np.flatnonzero(~done_R & real_R)
+    if live.size == 0:
+      break
+    size = _compacted_size(live.size, dp)
+    if size <= 3 * len(rows_R) // 4:  # keep the live rows only: save the others' results first
+      _save_rows(out, state, rows_R, real_R, fields)
+      index = np.concatenate([live, np.full(size - live.size, live[0])])
+      idle = np.arange(size) >= live.size
+      state, row_keys_B = _gather_rows(model, state, row_keys_B, _place(index.astype(np.int32), mesh),
+                                       _place(idle, mesh))
+      rows_R, real_R = rows_R[index], ~idle
+    until = min(n, step + config.compact_every)
+    state = _decode_more(model, params, state, row_keys_B, rule, stop_K, pad, jnp.int32(until))
+    step = until
+  _save_rows(out, state, rows_R, real_R, fields)
+  rule_logp = out["sampling_logprobs_BxN"]
+  return Rollout(tokens_BxN=jnp.asarray(out["tokens_BxN"][:batch, :n]),
+                 logprobs_BxN=jnp.asarray(out["logprobs_BxN"][:batch, :n]),
+                 sampling_logprobs_BxN=None if rule_logp is None else jnp.asarray(rule_logp[:batch, :n]),
+                 lengths_B=jnp.asarray(out["lengths_B"][:batch]),
+                 finished_B=jnp.asarray((out["done_B"] & np.asarray(active_B))[:batch]), context=None)
+
+
+def _compacted_size(live: int, dp: int) -> int:
+  """Rows of a compacted batch: `live` rounded up to a multiple of 16 (a few shapes to compile), and of dp."""
+  step = 16 * dp // np.gcd(16, dp)
+  return -(-live // step) * step
+
+
+def _save_rows(out: dict, state: DecodeState, rows_R, real_R, fields) -> None:
+  """Writes the state's real rows into the host copies of the whole batch's results."""
+  for f in fields:
+    if out[f] is not None:
+      out[f][rows_R[real_R]] = np.asarray(getattr(state, f))[real_R]
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "columns"))
@@ -380,7 +494,7 @@ def _row_ids(ids, batch: int, name: str, default) -> np.ndarray:
 
 def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, rule: Rule,
            config: SamplerConfig, *, prompt_ids_B=None, sample_index_B=None,
-           cache_length: int | None = None, mesh: Mesh | None = None) -> Rollout:
+           cache_length: int | None = None, mesh: Mesh | None = None, samples_per_prompt: int = 1) -> Rollout:
   """Samples one turn for each prompt row: a pure function of its arguments.
 
   Args:
@@ -395,6 +509,9 @@ def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, 
     mesh: shard rows over its data-parallel axes (params should already be
       placed with `parallel.param_shardings`); the batch is padded with idle
       rows to a multiple of the data-parallel size.
+    samples_per_prompt: n > 1 samples each prompt n times (rows prompt-major,
+      sample j of prompt i keyed by (prompt_ids_B[i], j); sample_index_B must
+      be None); each prompt is prefilled once and its cache copied to its n rows.
   """
   vocab = lm.config.vocab_size
   tokens_BxT, mask_BxT = check_token_batch("sample: prompt", prompt_BxT, prompt_mask_BxT, vocab)
@@ -414,20 +531,24 @@ def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, 
   tokens_BxT, mask_BxT = pack_left(tokens_BxT, mask_BxT, length, config.pad_id)
 
   dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
-  rows = -(-batch // dp) * dp
+  rows = -(-batch // dp) * dp  # prefilled rows: one per prompt
+  g = samples_per_prompt
+  if g < 1 or (g > 1 and sample_index_B is not None):
+    raise ValueError(f"sample: samples_per_prompt={g}; it must be >= 1, and with more than one the sample "
+                     "indices are 0 .. n-1 (pass sample_index_B=None)")
   prompt_ids_B = _row_ids(prompt_ids_B, batch, "prompt_ids_B", np.arange(batch))
   sample_index_B = _row_ids(sample_index_B, batch, "sample_index_B", np.zeros(batch))
   per_row = dict(
-      start_B=np.zeros(rows, np.int32),
-      active_B=pad_rows(np.ones(batch, bool), rows, False),
-      prompt_ids_B=pad_rows(prompt_ids_B, rows, 0),
-      sample_index_B=pad_rows(sample_index_B, rows, 0))
+      active_B=np.repeat(pad_rows(np.ones(batch, bool), rows, False), g),
+      prompt_ids_B=np.repeat(pad_rows(prompt_ids_B, rows, 0), g),
+      sample_index_B=np.tile(np.arange(g, dtype=np.int32), rows) if g > 1 else pad_rows(sample_index_B, rows, 0))
   per_row = {k: _place(v, mesh) for k, v in per_row.items()}
+  per_row["start_B"] = _place(np.zeros(rows, np.int32), mesh)
   with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
     cache = _empty_cache(_Static(lm), rows, cache_length)
   return run_turn(lm, params, cache, pad_rows(tokens_BxT, rows, config.pad_id),
-                  pad_rows(mask_BxT, rows, False), key=key, rule=rule, config=config, batch=batch,
-                  max_end=0, mesh=mesh, **per_row)
+                  pad_rows(mask_BxT, rows, False), key=key, rule=rule, config=config, batch=batch * g,
+                  max_end=0, mesh=mesh, group=g, **per_row)
 
 
 def grow_cache(lm: LM, cache: KVCache, length: int, mesh: Mesh | None = None) -> KVCache:
@@ -466,7 +587,11 @@ def repeat_prompts(prompt_BxT, prompt_mask_BxT, n: int, prompt_ids_B=None):
 def sample_many(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, rule: Rule,
                 config: SamplerConfig, n: int, *, prompt_ids_B: Sequence[int] | None = None,
                 **kwargs) -> Rollout:
-  """`sample` with n rows per prompt (group baselines), rows ordered prompt-major."""
-  tokens, mask, ids, index = repeat_prompts(prompt_BxT, prompt_mask_BxT, n, prompt_ids_B)
-  return sample(lm, params, tokens, mask, key, rule, config, prompt_ids_B=ids, sample_index_B=index,
-                **kwargs)
+  """`sample` with n rows per prompt (group baselines), rows ordered prompt-major; one prefill per prompt.
+
+  The same draws as `sample` on `repeat_prompts`' rows and ids.
+  """
+  if n < 1:
+    raise ValueError(f"sample_many: n must be >= 1 samples per prompt, got {n}")
+  return sample(lm, params, prompt_BxT, prompt_mask_BxT, key, rule, config, prompt_ids_B=prompt_ids_B,
+                samples_per_prompt=n, **kwargs)
