@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAMILY_KWARGS = {
     "llama": dict(
@@ -101,3 +106,18 @@ def hf_logits(model, tokens, positions, mask) -> np.ndarray:
                 attention_mask=torch.tensor(mask, dtype=torch.long),
                 position_ids=torch.tensor(positions, dtype=torch.long))
   return out.logits.float().numpy()
+
+
+def config_with(config_file: str, arg: str, overrides: dict):
+  """configs/<config_file>'s get_config(arg) with dotted-key overrides, as the command line would set them."""
+  spec = importlib.util.spec_from_file_location(config_file, os.path.join(ROOT, "configs", config_file))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

@@ -5,17 +5,15 @@ Qwen-style chat template; the files are ProcessBench subsets, seed
 critiques, PRM800K rows and MATH problems, each a few records.
 """
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 
-import jax
 import pytest
+from hf_fixtures import ROOT, config_with, save_bpe_tokenizer, save_hf_model
 
-from hf_fixtures import save_bpe_tokenizer, save_hf_model
 from scorejax import parallel
 from scorejax.experiments import critic_data, deepcritic
 from scorejax.models.build import build_model
@@ -24,7 +22,6 @@ from scorejax.tasks.base import make_task
 from scorejax.tasks.math_task import MissingData
 from scorejax.tasks.records import RecordError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEMS = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"), ("What is 9 - 7?", "2"), ("What is 3 * 3?", "9")]
 
 
@@ -114,17 +111,7 @@ def tiny_overrides(assets) -> dict:
 
 
 def qwen_config(assets, arg="", **extra):
-  spec = importlib.util.spec_from_file_location("qwen_deepcritic", os.path.join(ROOT, "configs", "qwen_deepcritic.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, value in dict(tiny_overrides(assets), **extra).items():
-    *sections, name = key.split(".")
-    node = config
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  return config
+  return config_with("qwen_deepcritic.py", arg, dict(tiny_overrides(assets), **extra))
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ The checkpoint is a tiny random Qwen2 with a byte-level BPE tokenizer trained
 here on the test texts, carrying a Qwen-style chat template.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,13 +14,12 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from hf_fixtures import QWEN_TEMPLATE, config_with, save_bpe_tokenizer, save_hf_model
 
-from hf_fixtures import QWEN_TEMPLATE, save_bpe_tokenizer, save_hf_model
 from scorejax import phases
 from scorejax.experiments import score
-from scorejax.tasks import chat, math_task
+from scorejax.tasks import chat, math_task, templates
 from scorejax.tasks.base import make_task
-from scorejax.tasks import templates
 
 # Assistant turns closed by a blank line: no token an attempt could stop at.
 PLAIN_END_TEMPLATE = ("{%- for message in messages %}{{- message['role'] + ': ' + message['content'] + '\\n\\n' }}"
@@ -97,17 +95,7 @@ def tiny_overrides(assets) -> dict:
 
 def qwen_config(assets, **extra):
   """The same config in this process (8 fake CPU devices), as the command line would set it."""
-  spec = importlib.util.spec_from_file_location("qwen_score", os.path.join(ROOT, "configs", "qwen_score.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("math")
-  for key, value in dict(tiny_overrides(assets), **extra).items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return config_with("qwen_score.py", "math", dict(tiny_overrides(assets), **extra))
 
 
 @pytest.fixture(scope="module")

@@ -336,7 +336,8 @@ class FileCriticData:
                           f"max_position_embeddings={max_positions}")
 
   def _read_prm800k(self) -> tuple[list[Solution], list[Solution]]:
-    """(dev, pool): PRM800K's labelled paths, shuffled once by task.dev_seed; the first dev_size are the dev set."""
+    """(dev, pool): PRM800K's labelled paths, shuffled once by task.dev_seed; the first
+    eval.interval_problems are the dev set (when interval evaluations are on), the rest RL's pool."""
     config, d = self.config, self.config.data
     needed = config.rl.label_source == "task" or config.eval.every
     if not d.prm800k and not needed:

@@ -1,29 +1,33 @@
 """DeepCritic end to end: a generator, a critic by SFT on seed critiques, then RL, evaluated after each.
 
   python -m scorejax.main --config=configs/arith_deepcritic.py --workdir=/tmp/deepcritic
+  python -m scorejax.main --config=configs/qwen_deepcritic.py:tpu --workdir=/tmp/qwen_deepcritic
 
 Yang et al., "DeepCritic: Deliberate Critique with Large Language Models"
 (arXiv 2505.00662); the RL objective is in `objectives/critic.py`. The
 critic reads a problem and its numbered steps, judges each step in turn
-(two angles per step, `tasks/arith/critiques.py`), stops at the first wrong
-one and ends with its number in \\boxed{} (-1: all right).
+(on the built-in task two angles per step, `tasks/arith/critiques.py`),
+stops at the first wrong one and ends with its number in \\boxed{} (-1: all
+right). What it learns from and is scored on comes from
+`experiments/critic_data.py`: the built-in task's generators and annotator,
+or ProcessBench / seed-critique / PRM800K / MATH files.
 
 Phases, each checkpointed and resumable on its own:
-  generator  SFT of the policy that writes solutions: solve (with a carry
-             habit), self-correct, and refine given a critique; the critic
-             starts from it, so the "base critic" is this model prompted;
-  sft        Stage 1: SFT on the seed annotator's critiques, kept only when
-             their final index equals the label;
+  generator  built-in task: SFT of the policy that writes solutions: solve
+             (with a carry habit), self-correct, and refine given a
+             critique; real data: the loaded checkpoint (0 steps). The
+             critic starts from it, so the "base critic" is this model prompted;
+  sft        Stage 1: SFT on seed critiques, kept only when their final
+             index equals the label;
   rl         Stage 2: GRPO over `group_size` critiques per solution, reward
-             1 when the boxed index equals the label (exact, or Monte Carlo
-             from the generator's completions: `rl.label_source`).
-Each critic (base, sft, rl) is scored on held-out solutions of several
-generators in ProcessBench's format (acc_err, acc_corr, F1 per generator,
-mean F1), greedy and by Maj@k over sampled critiques; and the generator
-refines its solutions with the critic's critique, against its own second
-attempt without one.
+             1 when the boxed index equals the label (the task's or the
+             records' labels, or Monte Carlo from the generator's
+             completions: `rl.label_source`).
+Each critic (base, sft, rl) is scored on held-out solutions in ProcessBench's
+format (acc_err, acc_corr, F1 per subset, mean F1), greedy and by Maj@k over
+sampled critiques; and the generator refines solutions with the critic's
+critique, against its own second attempt without one.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +38,14 @@ import ml_collections
 import numpy as np
 
 from scorejax import evaluation, parallel
-from scorejax.experiments.critic_data import (Solution, answer_sampler, critic_data, critic_prompt, refine_ids,
-                                              self_correct_ids)
+from scorejax.experiments.critic_data import (
+  Solution,
+  answer_sampler,
+  critic_data,
+  critic_prompt,
+  refine_ids,
+  self_correct_ids,
+)
 from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl
 from scorejax.models.build import build_model
 from scorejax.objectives import critic as critic_obj

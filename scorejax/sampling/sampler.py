@@ -503,8 +503,8 @@ def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, 
     key: the run's PRNG key; row b uses fold_in(fold_in(key, prompt_ids_B[b]),
       sample_index_B[b]) (defaults: the row index and 0).
     rule: `Greedy()` or `Sample(temperature, top_k, top_p)`.
-    cache_length: slots of the KV cache; default the bucket of prompt +
-      max_new_tokens. Give the whole episode's length when later turns will
+    cache_length: slots of the KV cache; default the prompt's bucket +
+      max_new_tokens rounded up to 16. Give the whole episode's length when later turns will
       follow, so that they do not have to grow the cache.
     mesh: shard rows over its data-parallel axes (params should already be
       placed with `parallel.param_shardings`); the batch is padded with idle
@@ -527,7 +527,9 @@ def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, 
           f"sample: the prompt's longest row has {longest} tokens and max_new_tokens={n}: they need "
           f"{longest + n} cache slots, but cache_length={cache_length}; raise cache_length or "
           "shorten the prompt")
-  cache_length = cache_length or config.buckets(length + n)
+  # Just what the turn needs (decode reads every slot each step): the prompt's bucket, then
+  # max_new_tokens rounded up to 16, so a budget inside one multiple of 16 compiles once.
+  cache_length = cache_length or length + -(-n // 16) * 16
   tokens_BxT, mask_BxT = pack_left(tokens_BxT, mask_BxT, length, config.pad_id)
 
   dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
