@@ -113,8 +113,12 @@ def config_with(config_file: str, arg: str, overrides: dict):
   spec = importlib.util.spec_from_file_location(config_file, os.path.join(ROOT, "configs", config_file))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, value in overrides.items():
+  return set_keys(module.get_config(arg), overrides)
+
+
+def set_keys(config, changes: dict):
+  """config with each dotted key ("stage1.learning_rate") set to its value; returns it."""
+  for key, value in changes.items():
     *parents, leaf = key.split(".")
     node = config
     for parent in parents:

@@ -1,6 +1,5 @@
 """DeepCritic end to end on a shrunken config: outputs, resume, the config guard; one SFT and one RL step."""
 
-import importlib.util
 import json
 import os
 import re
@@ -10,6 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from hf_fixtures import config_with
 
 from scorejax import parallel
 from scorejax.experiments import critic_data, deepcritic
@@ -19,7 +19,12 @@ from scorejax.objectives import sft
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.tasks import processbench
 from scorejax.tasks.base import make_task
-from scorejax.train_step import OptimizerConfig, init_train_state, make_optimizer, make_train_step
+from scorejax.train_step import (
+  OptimizerConfig,
+  init_train_state,
+  make_optimizer,
+  make_train_step,
+)
 
 TINY = ["--config=configs/arith_deepcritic.py:smoke", "--config.generator.steps=6", "--config.sft.steps=3",
         "--config.rl.steps=2", "--config.task.eval_size=6", "--config.eval.every=2",
@@ -93,15 +98,8 @@ def test_rerun_of_a_finished_run_changes_nothing_and_another_config_is_refused(f
   assert (workdir / "eval.json").read_text() == before  # nothing saved is touched
 
 
-def _config(*overrides):
-  spec = importlib.util.spec_from_file_location("arith_deepcritic", os.path.join("configs", "arith_deepcritic.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
-  for key, value in overrides:
-    section, name = key.split(".")
-    config[section][name] = value
-  return config
+def _config(**overrides):
+  return config_with("arith_deepcritic.py", "smoke", overrides)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +171,7 @@ def test_one_rl_step_raises_the_logprob_of_rewarded_critiques(model):
 
 def test_a_critic_prompt_longer_than_the_context_names_the_lengths(model):
   config, task, mesh, lm, params = model
-  config = _config(("critique.max_new_tokens", 600))
+  config = _config(**{"critique.max_new_tokens": 600})
   config.solutions.generators = ("writer",)
   solutions, _ = critic_data.BuiltinCriticData(task, config).solutions(
       lm, params, task.eval_problems[:2], np.random.default_rng(0), jax.random.key(0), mesh)

@@ -4,6 +4,7 @@ import json
 
 import ml_collections
 import pytest
+from hf_fixtures import set_keys
 
 from scorejax import phases
 from scorejax.tasks.base import stream_id, stream_seed
@@ -13,13 +14,7 @@ def _config(**changes):
   c = ml_collections.ConfigDict({"seed": 0, "log_every": 10, "stage1": {"learning_rate": 1e-4, "steps": 90},
                                  "eval": {"batch_size": 250, "every": 40}, "checkpoint": {"every": 20},
                                  "rules": ((r"kernel$", ("fsdp", None)),)})
-  for key, value in changes.items():
-    node = c
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return c
+  return set_keys(c, changes)
 
 
 def test_a_rerun_with_a_result_changing_config_is_refused_with_the_keys_named(tmp_path):

@@ -28,6 +28,7 @@ format (acc_err, acc_corr, F1 per subset, mean F1), greedy and by Maj@k over
 sampled critiques; and the generator refines solutions with the critic's
 critique, against its own second attempt without one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -248,8 +249,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
   runner = PhaseRunner(config, workdir, lm, mesh, writer, bar_keys=("loss", "reward", "kept_fraction"), rules=rules)
   results = EvalCache(workdir)
-  offsets = phase_offsets([("generator", config.generator.steps), ("sft", data.sft_steps()),
-                           ("rl", config.rl.steps)])
+  offsets = phase_offsets(zip(PHASES, (config.generator.steps, data.sft_steps(), config.rl.steps)))
   tokens = model_logprobs(lm, config.logprob_chunk)
 
   # GENERATOR (built-in task: trained from scratch; real data: the loaded checkpoint, 0 steps)

@@ -31,10 +31,9 @@ live, so a batch whose rows mostly stopped early still pays for its longest
 one. With compaction the loop pauses every `compact_every` steps; once the
 live rows fit in three quarters of the batch, they are gathered (cache
 included) into a batch of their number rounded up to a multiple of 16, and
-decoding goes on there. A row's
-draws depend only on its key and step, so the tokens are the same as
-without it. The compacted rows' cache can hold no later turn: the result
-carries no context.
+decoding goes on there. A row's draws depend only on its key and step, so
+the tokens are the same as without it. The compacted rows' cache can hold
+no later turn: the result carries no context.
 """
 
 from __future__ import annotations
@@ -268,10 +267,8 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
   start_B = start_U + jnp.sum(mask_UxT, axis=1, dtype=jnp.int32)
   h_BxD = h_UxTxD[:, -1]
   if group > 1:
-    repeat = functools.partial(jnp.repeat, repeats=group, total_repeat_length=b)
-    cache = KVCache(repeat(cache.k_LxBxKxSxH, axis=1), repeat(cache.v_LxBxKxSxH, axis=1),
-                    repeat(cache.valid_BxS, axis=0), cache.end)
-    start_B, h_BxD = repeat(start_B, axis=0), repeat(h_BxD, axis=0)
+    index_B = jnp.repeat(jnp.arange(tokens_UxT.shape[0]), group, total_repeat_length=b)
+    cache, start_B, h_BxD = _cache_rows(cache, index_B), start_B[index_B], h_BxD[index_B]
 
   # DECODE
   row_keys_B = _row_keys(key, prompt_ids_B, sample_index_B)
@@ -285,12 +282,23 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
       logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32),
       sampling_logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32) if sampling_logprobs else None,
       lengths_B=jnp.zeros((b,), jnp.int32))
+  return _decode_until(lm, params, state, row_keys_B, rule, stop_K, pad_id, max_new_tokens)
 
+
+def _decode_until(lm: LM, params: Params, state: DecodeState, row_keys_B, rule: Rule, stop_K, pad_id,
+                  until) -> DecodeState:
+  """The decode loop: one token per live row per step, while a row is live and step < until."""
   def keep_going(s: DecodeState):
-    return (s.step < max_new_tokens) & ~jnp.all(s.done_B)
+    return (s.step < until) & ~jnp.all(s.done_B)
 
   step = functools.partial(_decode_step, lm, params, rule, row_keys_B, stop_K, pad_id)
   return jax.lax.while_loop(keep_going, step, state)
+
+
+def _cache_rows(cache: KVCache, index_R) -> KVCache:
+  """Rows `index_R` of a cache (repeated, reordered or a subset); the write index stays shared."""
+  return KVCache(jnp.take(cache.k_LxBxKxSxH, index_R, axis=1), jnp.take(cache.v_LxBxKxSxH, index_R, axis=1),
+                 jnp.take(cache.valid_BxS, index_R, axis=0), cache.end)
 
 
 _TURN_STATIC = ("model", "buffer_length", "sampling_logprobs", "group")
@@ -301,25 +309,18 @@ _shared_prefill_turn = jax.jit(_turn_impl, static_argnames=_TURN_STATIC)  # grou
 @functools.partial(jax.jit, static_argnames=("model",), donate_argnames=("state",))
 def _decode_more(model: _Static, params: Params, state: DecodeState, row_keys_B, rule: Rule, stop_K, pad_id,
                  until) -> DecodeState:
-  """Decodes on from `state` while a row is live and step < until (a paused, perhaps compacted, turn)."""
-  def keep_going(s: DecodeState):
-    return (s.step < until) & ~jnp.all(s.done_B)
-
-  step = functools.partial(_decode_step, model.lm, params, rule, row_keys_B, stop_K, pad_id)
-  return jax.lax.while_loop(keep_going, step, state)
+  """Decodes on from a paused, perhaps compacted, turn."""
+  return _decode_until(model.lm, params, state, row_keys_B, rule, stop_K, pad_id, until)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _gather_rows(model: _Static, state: DecodeState, row_keys_B, index_R, idle_R) -> tuple[DecodeState, jax.Array]:
   """Rows `index_R` of a paused turn (cache included); `idle_R` rows only pad the batch (done)."""
   take = functools.partial(jnp.take, indices=index_R, axis=0)
-  cache = state.cache
-  cache = KVCache(jnp.take(cache.k_LxBxKxSxH, index_R, axis=1), jnp.take(cache.v_LxBxKxSxH, index_R, axis=1),
-                  take(cache.valid_BxS), cache.end)
   rule_logp = state.sampling_logprobs_BxN
   return DecodeState(
       step=state.step, hidden_BxD=take(state.hidden_BxD),
-      cache=_constrain_cache(cache, model.lm.config.n_kv_heads),
+      cache=_constrain_cache(_cache_rows(state.cache, index_R), model.lm.config.n_kv_heads),
       positions_B=take(state.positions_B), done_B=take(state.done_B) | idle_R,
       tokens_BxN=take(state.tokens_BxN), logprobs_BxN=take(state.logprobs_BxN),
       sampling_logprobs_BxN=None if rule_logp is None else take(rule_logp),
@@ -430,7 +431,7 @@ def run_turn(lm: LM, params: Params, cache: KVCache, tokens_BxT: np.ndarray, mas
 
 def _compacted_rollout(lm: LM, params: Params, state: DecodeState, row_keys_B, active_B, rule: Rule, stop_K,
                        config: SamplerConfig, *, batch: int, mesh: Mesh | None) -> Rollout:
-  """Decodes a paused turn to its end, gathering the live rows into a smaller batch when at most half are."""
+  """Decodes a paused turn to its end, gathering the live rows into a smaller batch when they fit in 3/4 of it."""
   n, model, pad = config.max_new_tokens, _Static(lm), jnp.int32(config.pad_id)
   dp = 1 if mesh is None else parallel.data_parallel_size(mesh)
   fields = ("tokens_BxN", "logprobs_BxN", "sampling_logprobs_BxN", "lengths_B", "done_B")
@@ -504,8 +505,8 @@ def sample(lm: LM, params: Params, prompt_BxT, prompt_mask_BxT, key: jax.Array, 
       sample_index_B[b]) (defaults: the row index and 0).
     rule: `Greedy()` or `Sample(temperature, top_k, top_p)`.
     cache_length: slots of the KV cache; default the prompt's bucket +
-      max_new_tokens rounded up to 16. Give the whole episode's length when later turns will
-      follow, so that they do not have to grow the cache.
+      max_new_tokens rounded up to 16. Give the whole episode's length when
+      later turns will follow, so that they do not have to grow the cache.
     mesh: shard rows over its data-parallel axes (params should already be
       placed with `parallel.param_shardings`); the batch is padded with idle
       rows to a multiple of the data-parallel size.
