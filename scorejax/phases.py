@@ -106,10 +106,10 @@ def phase_offsets(steps: Iterable[tuple[str, int]]) -> dict[str, tuple[int, int]
 
 
 class EvalCache:
-  """Evaluations of finished phases, kept in workdir/eval.json and never recomputed."""
+  """Evaluations of finished phases, kept in workdir/eval.json (or another file) and never recomputed."""
 
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, EVAL_FILE)
+  def __init__(self, workdir: str, filename: str = EVAL_FILE):
+    self.path = os.path.join(workdir, filename)
     self.results = read_json(self.path)
 
   def __contains__(self, name: str) -> bool:

@@ -61,8 +61,8 @@ GAMES = [_game(0, I), _game(1, C, verdict_on_correct=X), _game(2, I), _game(3, I
 
 def test_balanced_round_keeps_one_win_per_side():
   records = build_round_records(GAMES, GameConfig(), seed=0)
-  assert records.stats == {"games": 6, "invalid_games": 1, "critic_wins": 4, "generator_wins": 1,
-                           "kept_games": 2}
+  assert records.stats == {"games": 6, "failed_rewrites": 0, "invalid_games": 1, "critic_wins": 4,
+                           "generator_wins": 1, "kept_games": 2, "balance_fallback": 0}
   # Without balancing the generator would get 4 losses to 1 win.
   assert sorted(r.reward for r in records.generator) == [-1.0, 1.0]
   assert len(records.critic) == 4
@@ -95,3 +95,38 @@ def test_one_sided_round_keeps_nothing_when_balanced():
   records = build_round_records([_game(0, I), _game(1, I)], GameConfig(), seed=0)
   assert records.critic == [] and records.generator == []
   assert records.stats["critic_wins"] == 2 and records.stats["kept_games"] == 0
+
+
+def test_balance_fallback_keeps_the_configured_minimum():
+  # One generator win against four critic wins: balancing alone keeps 2 games; the fallback keeps all of the
+  # minority side and 3 of the majority, and says so.
+  records = build_round_records(GAMES, GameConfig(min_kept_games=3), seed=0)
+  assert records.stats["kept_games"] == 4 and records.stats["balance_fallback"] == 1
+  assert sorted(r.reward for r in records.generator) == [-1.0, -1.0, -1.0, 1.0]
+  # A minimum the balanced round already meets changes nothing.
+  assert build_round_records(GAMES, GameConfig(min_kept_games=1), seed=0).stats["balance_fallback"] == 0
+
+
+def test_failed_rewrites_are_generator_losses_and_never_reach_the_critic():
+  failed = Game("prefix 9 + correct step", "not wrong at all", None, None, generator_logprobs=[-0.5])
+  records = build_round_records(GAMES + [failed], GameConfig(), seed=0)
+  assert records.stats["failed_rewrites"] == 1 and records.stats["games"] == 7
+  assert records.generator[-1].reward == -1.0 and records.generator[-1].logprobs == [-0.5]
+  assert all("9" not in r.prompt for r in records.critic)
+  silent = build_round_records(GAMES + [failed], GameConfig(failed_rewrite_reward=None), seed=0)
+  assert len(silent.generator) == 2
+
+
+def test_unpaired_round_keeps_only_sneaky_judgements():
+  records = build_round_records(GAMES, GameConfig(paired=False), seed=0)
+  assert len(records.critic) == 2 and all("sneaky" in r.prompt for r in records.critic)
+
+
+def test_games_round_trip_through_json():
+  import json
+
+  from scorejax.rewards.game import games_from_json, games_to_json
+  failed = Game([1, 2], [3], None, None, generator_logprobs=[-0.25])
+  games = GAMES + [failed]
+  back = games_from_json(json.loads(json.dumps(games_to_json(games))))
+  assert back == games and back[0].on_sneaky.verdict is Verdict.INCORRECT

@@ -53,9 +53,9 @@ from scorejax.objectives import critic as critic_obj
 from scorejax.objectives import sft
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
-from scorejax.rewards.answers import normalize_answer
 from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample, SamplerConfig
+from scorejax.search import final_answer
 from scorejax.tasks import processbench, templates
 from scorejax.tasks.base import make_task, stream_id
 from scorejax.train_step import OptimizerConfig
@@ -146,14 +146,6 @@ def generator_baselines(lm, gen_params, task, data, refine_set, config, mesh) ->
                              config, mesh)
     out["refine_with_reference_critique"] = accuracy(task, refine_set, answers)
   return out
-
-
-def final_answer(task, ids):
-  """The answer a sample states, as a vote (None: none stated)."""
-  value = templates.parse_final_answer(task.text(ids), task.templates.answer_kind)
-  if templates.is_invalid(value):
-    return None
-  return normalize_answer(value) if isinstance(value, str) else value
 
 
 def vote_at_budget(lm, gen_params, task, refine_set, votes: int, config, mesh) -> dict:

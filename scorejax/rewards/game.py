@@ -13,13 +13,19 @@ On the real correct step C wins by saying Correct. A verdict that is not
 <Answer>Correct</Answer> or <Answer>Incorrect</Answer> is invalid: it is
 counted, never mapped to a class, and earns the critic
 `invalid_verdict_reward`. A game whose sneaky-step verdict is invalid has no
-winner and yields no records.
+winner and yields no records. A rewrite that fails validation (not truly
+wrong, or not in the answer format) never reaches C: S gets
+`failed_rewrite_reward` for it (None: no record).
 
 The published ablation shows that unbalanced games (one side winning far
 more often) degrade the critic, so `build_round_records` keeps as many games
 won by C as games won by S (a seeded subsample of the larger side), and takes
 from each kept game both of C's judgements: the same prefix with the sneaky
-step and with its correct step, so C's records hold both classes equally.
+step and with its correct step, so C's records hold both classes equally (`paired=False`: only the
+sneaky-step judgement, an ablation). When one side wins nearly every game,
+balancing would keep almost nothing: `min_kept_games` is the fallback, the
+minority side's games all kept with that many of the majority's, and the
+round's stats say so (`balance_fallback`).
 
 Host-side code: plain Python and numpy, run between sampling and training.
 """
@@ -27,6 +33,7 @@ Host-side code: plain Python and numpy, run between sampling and training.
 import dataclasses
 import enum
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +64,9 @@ class GameConfig:
   loss_reward: float = -1.0  # the loser's reward
   invalid_verdict_reward: float = -1.0  # the critic's reward for an invalid verdict
   balance: bool = True  # keep as many critic wins as generator wins (seeded subsample)
+  paired: bool = True  # C's records: the sneaky-step judgement and the same prefix's correct-step one
+  min_kept_games: int = 0  # balance fallback: keep at least this many games of the majority side
+  failed_rewrite_reward: float | None = -1.0  # S's reward for a rewrite that fails validation; None: no record
 
 
 def critic_reward(verdict, step_is_sneaky, config: GameConfig):
@@ -85,66 +95,97 @@ def generator_reward(verdict_on_sneaky, config: GameConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Judgement:
-  prompt: str  # C's input: the problem, the partial solution tau_<k, the step judged
-  response: str  # C's analysis, ending in its verdict
+  prompt: Any  # C's input: the problem, the partial solution tau_<k, the step judged (text or token ids)
+  response: Any  # C's analysis, ending in its verdict
   verdict: Verdict
+  logprobs: Any = None  # the sampler's log-prob of each response token, when it was sampled
 
 
 @dataclasses.dataclass(frozen=True)
 class Game:
-  generator_prompt: str  # S's input: the problem, tau_<k and the correct step t_k
-  generator_response: str  # S's output: the error type it chose, then t'_k
-  on_sneaky: Judgement  # C on tau_<k + t'_k (t'_k validated as truly wrong)
-  on_correct: Judgement  # C on tau_<k + t_k, the same prefix
+  generator_prompt: Any  # S's input: the problem, tau_<k and the correct step t_k
+  generator_response: Any  # S's output: the error type it chose, then t'_k
+  on_sneaky: Judgement | None  # C on tau_<k + t'_k (validated as truly wrong); None: the rewrite failed validation
+  on_correct: Judgement | None  # C on tau_<k + t_k, the same prefix
+  generator_logprobs: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Record:
   """One offline-RL record: the reward becomes the advantage of `objectives.spc`."""
 
-  prompt: str
-  response: str
+  prompt: Any
+  response: Any
   reward: float
+  logprobs: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class RoundRecords:
   critic: list[Record]  # pairs from one game: the sneaky-step judgement, then the correct-step one
   generator: list[Record]  # one per kept game
-  stats: dict[str, int]  # games, invalid_games, critic_wins, generator_wins, kept_games
+  stats: dict[str, int]  # games, failed_rewrites, invalid_games, critic_wins, generator_wins, kept_games, ...
 
 
-def _balanced_indices(critic_wins: np.ndarray, generator_wins: np.ndarray, rng) -> np.ndarray:
-  """Equal numbers of each side's wins: a seeded subsample of the larger side, in game order."""
-  keep = min(len(critic_wins), len(generator_wins))
-  chosen = [rng.choice(side, size=keep, replace=False) for side in (critic_wins, generator_wins)]
-  return np.sort(np.concatenate(chosen))
+def _balanced_indices(critic_wins: np.ndarray, generator_wins: np.ndarray, minimum: int, rng) -> np.ndarray:
+  """Equal numbers of each side's wins (a seeded subsample of the larger side), or at least `minimum`
+  of the larger side's with all of the smaller side's; in game order."""
+  small, large = sorted((critic_wins, generator_wins), key=len)
+  keep_large = min(len(large), max(len(small), minimum))
+  chosen = [rng.choice(small, size=len(small), replace=False), rng.choice(large, size=keep_large, replace=False)]
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def build_round_records(games: Sequence[Game], config: GameConfig, seed: int) -> RoundRecords:
   """The critic's and the generator's training records of one round of games."""
-  sneaky_verdicts = np.array([g.on_sneaky.verdict for g in games], dtype=np.int64)
-  critic_wins = np.flatnonzero(sneaky_verdicts == Verdict.INCORRECT)
-  generator_wins = np.flatnonzero(sneaky_verdicts == Verdict.CORRECT)
+  played = [i for i, g in enumerate(games) if g.on_sneaky is not None]
+  sneaky_verdicts = np.array([games[i].on_sneaky.verdict for i in played], dtype=np.int64)
+  critic_wins = np.array(played, np.int64)[sneaky_verdicts == Verdict.INCORRECT]
+  generator_wins = np.array(played, np.int64)[sneaky_verdicts == Verdict.CORRECT]
+  fallback = False
   if config.balance:
-    kept = _balanced_indices(critic_wins, generator_wins, np.random.default_rng(seed))
+    kept = _balanced_indices(critic_wins, generator_wins, config.min_kept_games, np.random.default_rng(seed))
+    fallback = min(len(critic_wins), len(generator_wins)) < min(config.min_kept_games,
+                                                                max(len(critic_wins), len(generator_wins)))
   else:
     kept = np.sort(np.concatenate([critic_wins, generator_wins]))
 
   critic_records, generator_records = [], []
   for index in kept:
     game = games[index]
-    for judgement, is_sneaky in ((game.on_sneaky, True), (game.on_correct, False)):
+    judged = ((game.on_sneaky, True), (game.on_correct, False)) if config.paired else ((game.on_sneaky, True),)
+    for judgement, is_sneaky in judged:
       reward = float(critic_reward(judgement.verdict, is_sneaky, config))
-      critic_records.append(Record(judgement.prompt, judgement.response, reward))
+      critic_records.append(Record(judgement.prompt, judgement.response, reward, judgement.logprobs))
     reward = float(generator_reward(game.on_sneaky.verdict, config))
-    generator_records.append(Record(game.generator_prompt, game.generator_response, reward))
+    generator_records.append(Record(game.generator_prompt, game.generator_response, reward, game.generator_logprobs))
+  failed = [g for g in games if g.on_sneaky is None]
+  if config.failed_rewrite_reward is not None:
+    generator_records += [Record(g.generator_prompt, g.generator_response, float(config.failed_rewrite_reward),
+                                 g.generator_logprobs) for g in failed]
 
   stats = {
       "games": len(games),
+      "failed_rewrites": len(failed),
       "invalid_games": int(np.sum(sneaky_verdicts == Verdict.INVALID)),
       "critic_wins": len(critic_wins),
       "generator_wins": len(generator_wins),
       "kept_games": len(kept),
+      "balance_fallback": int(fallback),
   }
   return RoundRecords(critic_records, generator_records, stats)
+
+
+def _judgement_from_json(row: dict | None) -> Judgement | None:
+  return None if row is None else Judgement(row["prompt"], row["response"], Verdict(row["verdict"]),
+                                            row.get("logprobs"))
+
+
+def games_to_json(games: Sequence[Game]) -> list[dict]:
+  """Games as plain JSON rows (verdicts as their integers), for a round's cache file."""
+  return [dataclasses.asdict(g) for g in games]
+
+
+def games_from_json(rows: Sequence[dict]) -> list[Game]:
+  return [Game(r["generator_prompt"], r["generator_response"], _judgement_from_json(r["on_sneaky"]),
+               _judgement_from_json(r["on_correct"]), r.get("generator_logprobs")) for r in rows]

@@ -19,6 +19,10 @@ the first wrong step and ends with that step's number (from 1), or -1:
          line's arithmetic is consistent, but it does not follow the
          problem), so the disagreement is named and settled by the redo.
 
+`write_step_judgement` is SPC's single-step form: the same two angles for
+one line given the lines before it, ending in <Answer>Correct</Answer> or
+<Answer>Incorrect</Answer>.
+
 This is the built-in analog of DeepCritic's initial critique + in-depth
 re-check + merged judgement (arXiv 2505.00662, Sec. 3.1).
 
@@ -42,8 +46,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from scorejax.tasks import templates
-from scorejax.tasks.arith.check import (AnswerLine, Step, carry_slip, earliest_error, expected_line, parse_line,
-                                        running_value, step_line)
+from scorejax.tasks.arith.check import (AnswerLine, Step, carry_slip, check_step, earliest_error, expected_line,
+                                        parse_line, running_value, step_line)
 from scorejax.tasks.arith.problems import ArithProblem, apply_op
 
 RIGHT, WRONG, DIFFER = "right", "wrong", "differ: wrong"
@@ -67,12 +71,18 @@ def _inverse(line: str, previous: int) -> tuple[str, bool]:
   return f"{parsed.result}{op}{parsed.right}={undone}", undone == previous
 
 
-def critique_step(k: int, redo: str, line: str, previous: int) -> tuple[str, bool]:
-  """One step's critique line (numbered k) and whether it judges the step right."""
+def _judge(redo: str, line: str, previous: int) -> tuple[str, bool]:
+  """'redo ; back ok|no ; verdict' for one written line, and whether it judges the line right."""
   back, holds = _inverse(line, previous)
   right = parse_line(redo) == parse_line(line)
   verdict = RIGHT if right else DIFFER if holds else WRONG
-  return f"{k}: {redo} ; {back} {'ok' if holds else 'no'} ; {verdict}", right
+  return f"{redo} ; {back} {'ok' if holds else 'no'} ; {verdict}", right
+
+
+def critique_step(k: int, redo: str, line: str, previous: int) -> tuple[str, bool]:
+  """One step's critique line (numbered k) and whether it judges the step right."""
+  text, right = _judge(redo, line, previous)
+  return f"{k}: {text}", right
 
 
 def write_critique(problem: ArithProblem, lines: Sequence[str], redo_of=None) -> str:
@@ -96,6 +106,23 @@ def write_critique(problem: ArithProblem, lines: Sequence[str], redo_of=None) ->
       break
   out.append(templates.format_critique_index(index, 1))
   return "\n".join(out)
+
+
+def write_step_judgement(problem: ArithProblem, previous_lines: Sequence[str], line: str, redo_of=None) -> str:
+  """SPC's single-step judgement of `line` after `previous_lines`: the same two angles, then the verdict tag.
+
+    12*3=36 ; 36/3=12 ok ; right
+    <Answer>Correct</Answer>
+
+  With the default (exact redos) the verdict is `check.check_step`'s.
+  """
+  previous_lines = tuple(previous_lines)
+  right_line = expected_line(problem, previous_lines)
+  if right_line is None:
+    return f"END ; after answer no ; {WRONG}\n{templates.format_step_verdict(False)}"
+  redo = right_line if redo_of is None else redo_of(len(previous_lines), right_line)
+  text, right = _judge(redo, line, running_value(problem, previous_lines))
+  return f"{text}\n{templates.format_step_verdict(right)}"
 
 
 # ------------------------------------------------------------------ the seed annotator
@@ -134,6 +161,13 @@ def annotate(problem: ArithProblem, lines: Sequence[str], config: AnnotatorConfi
   text = write_critique(problem, lines, _annotator_redo(config, rng))
   label = earliest_error(problem, lines)
   return text if parse_critique(text, len(lines)) == label else None
+
+
+def annotate_step(problem: ArithProblem, previous_lines: Sequence[str], line: str, config: AnnotatorConfig,
+                  rng: np.random.Generator) -> str | None:
+  """The seed annotator's judgement of one step, or None when its verdict misses the step's label (filtered)."""
+  text = write_step_judgement(problem, previous_lines, line, _annotator_redo(config, rng))
+  return text if templates.parse_step_verdict(text) == check_step(problem, previous_lines, line) else None
 
 
 # ------------------------------------------------------------------ parsing

@@ -28,6 +28,7 @@ class ArithTask:
     self.templates = templates.get_templates("arith")
     self.instruction_ids = self.tokenizer.encode(self.templates.self_correct)
     self.stop_ids = (self.tokenizer.eos_id,)
+    self.step_stop_ids = (self.tokenizer.eos_id, *self.tokenizer.encode("\n"))  # a step ends its line
     self.eval_problems = problems.make_problems(self.arith, "eval", c.eval_size, seed=c.eval_seed)
 
   def messages_ids(self, messages: Sequence[dict]) -> list[int]:

@@ -1,0 +1,162 @@
+"""SPC on the built-in arithmetic task, from scratch on a CPU.
+
+  python -m scorejax.main --config=configs/arith_spc.py --workdir=/tmp/spc
+  python -m scorejax.main --config=configs/arith_spc.py:smoke --workdir=/tmp/spc_smoke
+  python -m scorejax.main --config=configs/arith_spc.py:unbalanced --workdir=/tmp/spc_unbalanced
+  python -m scorejax.main --config=configs/arith_spc.py --workdir=/tmp/spc1 --config.seed=1
+
+A tiny Llama-style base model learns to solve the task (with a carry habit);
+a step critic and a sneaky generator start from it by SFT (the critic on a
+seed annotator's filtered single-step judgements, the annotator blind to
+some carries; the sneaky generator on the task's error makers), then play
+`game.rounds` rounds of games with offline RL after each. Held-out steps
+come from the writer's and the base model's solutions to eval problems.
+Measurements: docs/spc.md. `smoke` is the same pipeline in under two minutes.
+"""
+
+import ml_collections
+
+from scorejax import config_blocks
+from scorejax.tasks.arith import ERROR_TYPES
+
+
+def _role(max_new_tokens: int, sft_steps: int, rl_learning_rate: float) -> ml_collections.ConfigDict:
+  r = ml_collections.ConfigDict()
+  r.hf_dir = ""  # empty: starts from the base model; a directory: the role's own HF checkpoint (same tokenizer)
+  r.max_new_tokens = max_new_tokens  # budget of one output
+  r.sft = ml_collections.ConfigDict(dict(steps=sft_steps, batch_size=32, learning_rate=1e-3, warmup_steps=30))
+  r.rl_learning_rate = rl_learning_rate
+  return r
+
+
+def get_config(arg: str = ""):
+  c = ml_collections.ConfigDict()
+  c.experiment = "spc"  # scorejax.experiments.<experiment>.run(config, workdir)
+  c.seed = 0  # model init, data order and sampling keys
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: the remaining devices
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
+  c.log_every = 10  # steps between metrics.jsonl records
+  c.tensorboard = True  # also write TensorBoard event files
+  c.logprob_chunk = 64  # sequence positions per chunk of the log-prob computation
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "arith"
+  c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
+      min_steps=2, max_steps=3, max_start=9, max_add=9, max_mul=3, max_value=20, ops="+-",
+      dev_fraction=0.1,  # the dev split: tuning reads it, never eval
+  ))
+  c.task.phrasing = "symbols"
+  c.task.eval_size = 250  # held-out problems, one solution per held-out generator each (>= 1,000 steps)
+  c.task.eval_seed = 1234
+  c.task.dev_seed = 1234
+
+  c.model = config_blocks.tiny_model()  # the base model; the roles start from it
+
+  # The base model: a solver with the writers' carry habit (the games' solver and the search's).
+  c.generator = ml_collections.ConfigDict()
+  c.generator.steps = 300
+  c.generator.batch_size = 32
+  c.generator.learning_rate = 3e-3
+  c.generator.warmup_steps = 50
+  c.generator.clean_steps = 150  # first steps: right solutions, so the model learns the task before its habit
+  c.generator.clean_error_rate = 0.0
+  c.generator.error_rate = 0.1  # share of solutions with a random error (after clean_steps)
+  c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
+  c.generator.max_new_tokens = 48  # per solution
+
+  # Held-out solutions (scored by subset) and the writer solver of the games.
+  c.solutions = ml_collections.ConfigDict()
+  c.solutions.generators = ("writer", "policy")  # noisy writer, the base model's samples: held-out subsets
+  c.solutions.writer_error_rate = 0.3
+  c.solutions.carry_slip_rate = 0.5
+  c.solutions.error_share = 0.6
+  c.solutions.policy_temperature = 1.0
+
+  c.annotator = ml_collections.ConfigDict()  # the critic's seed judgements (tasks/arith/critiques.py)
+  c.annotator.slip_rate = 0.15  # per step: its redo result is off by a small slip
+  c.annotator.carry_blind_rate = 0.5  # per carrying step: its redo drops the carry
+
+  c.roles = ml_collections.ConfigDict()
+  c.roles.critic = _role(max_new_tokens=64, sft_steps=300, rl_learning_rate=3e-5)
+  c.roles.sneaky = _role(max_new_tokens=48, sft_steps=200, rl_learning_rate=3e-5)
+
+  c.game = ml_collections.ConfigDict()
+  c.game.rounds = 2  # RL rounds after round 0
+  c.game.games_per_round = 512
+  c.game.solvers = ("policy", "writer")  # who writes the solutions games are played on: "policy" (the base), "writer"
+  c.game.error_types = ERROR_TYPES  # the sneaky generator names one of these first
+  c.game.sneaky_temperature = 1.0
+  c.game.critic_temperature = 1.0
+  c.game.validator = "checker"  # "checker": the exact step checker; "completions": solver success rates
+  c.game.validate_rollouts = 8  # completions: N per prefix, with the original and with the rewrite
+  c.game.validate_temperature = 0.7
+  c.game.keep_at_least = 0.5  # completions: the original step's success rate must stay at least this
+  c.game.drop_to_at_most = 0.125  # completions: and the rewrite's must drop to at most this
+  c.game.win_reward = 1.0
+  c.game.loss_reward = -1.0
+  c.game.invalid_verdict_reward = -1.0  # the critic's reward for a verdict that cannot be read
+  c.game.failed_rewrite_reward = -1.0  # the sneaky generator's for a rewrite not read or not truly wrong
+  c.game.balance = True  # as many critic wins as sneaky wins
+  c.game.paired = True  # the critic also judges the same prefix's correct step
+  c.game.min_kept_games = 32  # balance fallback when one side wins nearly everything
+  c.game.critic_lag = 0  # 0: the sneaky generator plays the latest critic; k: the critic of k rounds before
+
+  c.rl = ml_collections.ConfigDict()  # offline RL on each round's records (objectives/spc.py)
+  c.rl.epochs = 3  # passes over the round's records (the released critic RL: 3)
+  c.rl.batch_size = 32  # game records per step
+  c.rl.sft_batch_size = 8  # round-0 SFT rows per step, for the 0.15 x SFT term
+  c.rl.warmup_steps = 5
+  c.rl.grad_clip_norm = 1.0
+  c.rl.clip_eps = 0.2
+  c.rl.sft_coef = 0.15
+  # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
+  # commented out, so the released run applied none.
+  c.rl.kl_coef = 0.0
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 400  # rows decoded together
+  c.eval.interval_problems = 100  # dev problems (one solution per held-out generator each)
+  c.eval.sneaky_items = 400  # held-out correct steps the sneaky generator rewrites
+  c.eval.search_problems = 250
+  c.eval.search_retries = 5  # resamples of a step judged Incorrect (the paper's 5)
+  c.eval.search_temperature = 1.0
+  c.eval.search_max_steps = 6
+  c.eval.search_step_tokens = 16
+  c.eval.every = 0  # unused: evaluations run at round ends
+
+  c.checkpoint = config_blocks.checkpointing(every=50)
+  return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_spc.py")
+
+
+def _shrink(c):
+  """The same pipeline in under two minutes: for tests and quick checks."""
+  c.log_every = 5
+  c.task.eval_size = 16
+  c.model.d_model, c.model.n_layers, c.model.d_ff = 64, 2, 128
+  c.generator.steps, c.generator.clean_steps, c.generator.warmup_steps = 40, 20, 5
+  for role in (c.roles.critic, c.roles.sneaky):
+    role.sft.steps, role.sft.warmup_steps = 20, 5
+  c.game.games_per_round = 32
+  c.game.min_kept_games = 4
+  c.rl.epochs, c.rl.batch_size, c.rl.sft_batch_size = 1, 8, 8
+  c.eval.batch_size, c.eval.interval_problems, c.eval.sneaky_items, c.eval.search_problems = 72, 4, 16, 8
+  c.checkpoint.every = 10
+
+
+def _unbalanced(c):
+  c.game.balance = False
+
+
+def _unpaired(c):
+  c.game.paired = False
+
+
+def _earlier_critic(c):
+  c.game.critic_lag = 1
+
+
+VARIANTS = {
+    "unbalanced": _unbalanced,  # every decided game kept, whichever side wins more
+    "unpaired": _unpaired,  # the critic's records hold only its judgements of sneaky steps
+    "earlier_critic": _earlier_critic,  # the sneaky generator plays the critic of the round before
+}

@@ -1,0 +1,266 @@
+"""What SPC's two roles learn from and play on: single steps, SFT data, game positions, validation.
+
+A step item is one step of a solution with the steps before it. The critic
+judges it (`critic_step_prompt`); the sneaky generator rewrites a correct one
+into a wrong one (`sneaky_prompt`, answered "Error type: <type>\\nStep:
+<step>"). On the built-in task:
+
+  SFT (round 0)  steps of reference solutions, half of them replaced by a
+                 wrong line of a random applicable error type (the task's
+                 error makers: the analog of the paper's GPT-4 rewrites);
+                 the critic's targets are a seed annotator's judgements
+                 (it slips and is blind to some carries, as DeepCritic's
+                 built-in seed critiques), kept when the verdict matches
+                 the exact checker; the sneaky generator's targets name the
+                 type, then the wrong line;
+  games          solutions by the game's solvers (the base model's samples,
+                 the noisy writer), one correct step of each, picked with
+                 its prefix;
+  validation     the exact checker, or (a task without one, or to test it)
+                 N completions from the prefix with the original and with
+                 the rewritten step, the rewrite wrong when the original's
+                 success rate stays high and the rewrite's drops;
+  held out       the writer's and the base model's solutions to eval
+                 problems (`critic_data.BuiltinCriticData`): their errors
+                 never reach the critic in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from scorejax.experiments.critic_data import (
+  BuiltinCriticData,
+  Solution,
+  answer_sampler,
+  written_steps,
+)
+from scorejax.rewards import game as game_lib
+from scorejax.rollouts import sample_batched
+from scorejax.sampling import Sample
+from scorejax.tasks import arith, templates
+from scorejax.tasks.arith import critiques
+from scorejax.tasks.base import stream_id
+
+SOLVERS = ("policy", "writer")  # who writes the solutions games are played on
+VALIDATORS = ("checker", "completions")
+SFT_DRAWS = 8  # candidate critic judgements drawn per kept one, at most (the annotator's filter rejects some)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepItem:
+  """One step of a solution after the steps before it."""
+
+  problem: object
+  previous: tuple[str, ...]
+  step: str
+  correct: bool | None  # its label; None: after the solution's first error (judged, never scored)
+  subset: str = ""  # who wrote it
+  solution: int = -1  # index of its solution in the held-out list (first-error F1 reads whole solutions)
+
+
+def critic_step_prompt(task, item: StepItem) -> list[int]:
+  return task.messages_ids(templates.step_critic_messages(task.templates, item.problem.text, item.previous,
+                                                          item.step))
+
+
+def sneaky_prompt(task, item: StepItem, error_types: Sequence[str]) -> list[int]:
+  return task.messages_ids(templates.sneaky_messages(task.templates, item.problem.text, item.previous, item.step,
+                                                     error_types))
+
+
+def solution_items(solutions: Sequence[Solution]) -> list[StepItem]:
+  """Every step of every labelled solution; steps after the first error are unlabelled (correct=None)."""
+  out = []
+  for i, s in enumerate(solutions):
+    for k, step in enumerate(s.steps):
+      label = None if 0 <= s.label < k else s.label != k
+      out.append(StepItem(s.problem, tuple(s.steps[:k]), step, label, s.subset, i))
+  return out
+
+
+def first_error_predictions(solutions: Sequence[Solution], items: Sequence[StepItem], verdicts) -> list:
+  """ProcessBench's first-error index from single-step verdicts judged in order: the first Incorrect step,
+  -1 when none is; None (an invalid prediction) when an invalid verdict comes before any Incorrect."""
+  predicted = [-1] * len(solutions)
+  decided = [False] * len(solutions)
+  for item, verdict in zip(items, verdicts):  # items are in step order within each solution
+    i = item.solution
+    if decided[i]:
+      continue
+    if verdict == game_lib.Verdict.INVALID:
+      predicted[i], decided[i] = None, True
+    elif verdict == game_lib.Verdict.INCORRECT:
+      predicted[i], decided[i] = len(item.previous), True
+  return predicted
+
+
+# ----------------------------------------------------------------------------
+# Validation by completions (for tasks without an exact step checker)
+# ----------------------------------------------------------------------------
+
+
+def completion_success(lm, params, task, items: Sequence[StepItem], rollouts: int, rule, key, config,
+                       mesh) -> np.ndarray:
+  """Share of `rollouts` completions from each item's prefix + step that reach the problem's answer
+  (one prefill per item for its completions)."""
+  prefixes = [task.prefix_ids(it.previous + (it.step,)) for it in items]
+  prompts = [task.prompt_ids(it.problem) + p for it, p in zip(items, prefixes)]
+  ids, _ = sample_batched(lm, params, prompts, key, rule, answer_sampler(task, config), mesh,
+                          pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=rollouts)
+  hits = [task.reward(items[r // rollouts].problem, prefixes[r // rollouts] + i) > 0.5 for r, i in enumerate(ids)]
+  return np.asarray(hits, np.float64).reshape(len(items), rollouts).mean(axis=1)
+
+
+def validated_by_completions(original: np.ndarray, rewritten: np.ndarray, keep_at_least: float,
+                             drop_to_at_most: float) -> np.ndarray:
+  """The rewrite is truly wrong when the original step keeps its success rate and the rewrite's drops."""
+  return (original >= keep_at_least) & (rewritten <= drop_to_at_most)
+
+
+# ----------------------------------------------------------------------------
+# The built-in task
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BuiltinSPCData:
+  """SPC's data on the built-in task: the error makers, the exact checker, an imperfect seed annotator."""
+
+  task: object  # tasks.arith.ArithTask
+  config: ml_collections.ConfigDict
+
+  def __post_init__(self):
+    g = self.config.game
+    self.error_types = tuple(g.error_types)
+    unknown = sorted(set(self.error_types) - set(arith.ERROR_TYPES))
+    if unknown or not self.error_types:
+      raise ValueError(f"config.game.error_types: unknown error types {unknown}; expected some of "
+                       f"{arith.ERROR_TYPES}")
+    if set(g.solvers) - set(SOLVERS) or not g.solvers:
+      raise ValueError(f"config.game.solvers={tuple(g.solvers)}: expected some of {SOLVERS}")
+    if g.validator not in VALIDATORS:
+      raise ValueError(f"config.game.validator={g.validator!r}: expected one of {VALIDATORS}")
+    self.critic_data = BuiltinCriticData(self.task, self.config)
+    self.annotator = critiques.AnnotatorConfig(slip_rate=self.config.annotator.slip_rate,
+                                               carry_blind_rate=self.config.annotator.carry_blind_rate)
+
+  # The base model: a solver with the writers' carry habit
+
+  def base_batch(self, step: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt, solution) rows: right solutions for `clean_steps`, then noisy ones with the carry habit."""
+    task, c = self.task, self.config.generator
+    rng = np.random.default_rng([self.config.seed, stream_id("generator"), step])
+    error_rate, slip = (c.error_rate, c.carry_slip_rate) if step >= c.clean_steps else (c.clean_error_rate, 0.0)
+    rows = []
+    for problem in task.train_problems(self.config.seed, "generator", step, c.batch_size):
+      written = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
+      rows.append((task.prompt_ids(problem), task.answer_ids(written.text)))
+    return rows
+
+  # Round 0: SFT data of both roles
+
+  def _step_example(self, problem, rng, wrong: bool) -> tuple[StepItem, str | None]:
+    """A reference prefix and its next line, or (wrong) a wrong line of a random applicable error type."""
+    lines = arith.solution_lines(problem)
+    k = int(rng.integers(len(lines)))
+    kinds = [t for t in arith.applicable_error_types(problem, lines[:k]) if t in self.error_types]
+    if not wrong or not kinds:
+      return StepItem(problem, lines[:k], lines[k], True), None
+    kind = kinds[int(rng.integers(len(kinds)))]
+    return StepItem(problem, lines[:k], arith.corrupt_step(problem, lines[:k], kind, rng), False), kind
+
+  def critic_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
+    """n (prompt, judgement) rows, half of them on wrong steps, each kept when the annotator's verdict is
+    the checker's; and the kept fraction."""
+    task = self.task
+    rng = np.random.default_rng([self.config.seed, stream_id(stream), step])
+    problems = task.train_problems(self.config.seed, stream, step, SFT_DRAWS * n)
+    rows, tried = [], 0
+    while len(rows) < n:
+      if tried == len(problems):
+        raise ValueError(f"the seed annotator kept {len(rows)} of {tried} step judgements ({stream} step {step}): "
+                         f"config.annotator ({dict(self.config.annotator)}) rejects nearly all; lower its rates")
+      item, _ = self._step_example(problems[tried], rng, wrong=tried % 2 == 1)
+      tried += 1
+      text = critiques.annotate_step(item.problem, item.previous, item.step, self.annotator, rng)
+      if text is not None:
+        rows.append((critic_step_prompt(task, item), task.answer_ids(text)))
+    return rows, len(rows) / tried
+
+  def sneaky_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
+    """n (prompt, "Error type: t\\nStep: wrong line") rows on correct steps of reference solutions."""
+    task = self.task
+    rng = np.random.default_rng([self.config.seed, stream_id(stream), step])
+    rows = []
+    for problem in task.train_problems(self.config.seed, stream, step, 4 * n):
+      item, kind = self._step_example(problem, rng, wrong=True)
+      if kind is None:
+        continue  # no configured error type applies here
+      shown = dataclasses.replace(item, step=arith.solution_lines(problem)[len(item.previous)])
+      rows.append((sneaky_prompt(task, shown, self.error_types), task.answer_ids(templates.format_sneaky(
+          kind, item.step))))
+      if len(rows) == n:
+        return rows, 1.0
+    raise ValueError(f"config.game.error_types={self.error_types} apply to too few steps to fill a batch of {n}")
+
+  # Games
+
+  def game_positions(self, lm, base_params, round_index: int, n: int, mesh) -> tuple[list[StepItem], dict]:
+    """Up to n correct steps with their (correct) prefixes, one per solution by the game's solvers (fewer,
+    and said, when the solvers write fewer solutions with a correct first step)."""
+    task, config = self.task, self.config
+    stream = f"games/round{round_index}"
+    solvers = tuple(config.game.solvers)
+    rng = np.random.default_rng([config.seed, stream_id(stream)])
+    key = jax.random.fold_in(jax.random.key(config.seed), stream_id(stream))
+    positions, stats = [], {"solutions": 0, "no_correct_step": 0}
+    attempt = 0
+    while len(positions) < n and attempt < 4:
+      problems = task.train_problems(config.seed, stream, attempt, -(-2 * n // len(solvers)))
+      for solver in solvers:
+        if solver == "policy":
+          steps = self.policy_solutions(lm, base_params, problems, jax.random.fold_in(key, attempt), mesh)
+        else:
+          steps = [written_steps(p, "writer", rng, config.solutions) for p in problems]
+        for problem, s in zip(problems, steps):
+          stats["solutions"] += 1
+          label = task.earliest_error(problem, s)
+          correct = len(s) if label < 0 else label
+          if correct == 0:
+            stats["no_correct_step"] += 1  # an empty solution, or one wrong from its first step
+            continue
+          k = int(rng.integers(correct))
+          positions.append(StepItem(problem, tuple(s[:k]), s[k], True, solver))
+      attempt += 1
+    if len(positions) < n:
+      print(f"round {round_index}: the solvers {solvers} gave {len(positions)} correct steps to play on, fewer than "
+            f"config.game.games_per_round={n}; playing those")
+    stats["positions"] = min(n, len(positions))
+    order = rng.permutation(len(positions))[:n]
+    return [positions[i] for i in np.sort(order)], stats
+
+  def policy_solutions(self, lm, base_params, problems, key, mesh) -> list[tuple[str, ...]]:
+    task = self.task
+    ids, _ = sample_batched(lm, base_params, [task.prompt_ids(p) for p in problems], key,
+                            Sample(temperature=self.config.solutions.policy_temperature),
+                            answer_sampler(task, self.config), mesh, pad_id=task.tokenizer.pad_id,
+                            batch_size=self.config.eval.batch_size)
+    return [task.steps(task.text(i)) for i in ids]
+
+  def checker_validates(self, item: StepItem, rewritten: str) -> bool:
+    """The exact checker: the rewritten line is wrong after the item's (correct) prefix."""
+    return not arith.check_step(item.problem, item.previous, rewritten)
+
+  # Held out
+
+  def heldout(self, lm, base_params, mesh) -> tuple[list[Solution], int]:
+    return self.critic_data.heldout(lm, base_params, mesh)
+
+  def dev(self, lm, base_params, mesh) -> list[Solution]:
+    return self.critic_data.dev(lm, base_params, mesh)

@@ -1,0 +1,158 @@
+"""SPC end to end on a shrunken config: outputs, resume after SIGKILL, the config guard; one offline-RL step;
+the step search."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from hf_fixtures import config_with
+
+from scorejax import parallel
+from scorejax.experiments import spc
+from scorejax.experiments.spc_data import BuiltinSPCData
+from scorejax.models.build import build_model
+from scorejax.objectives import spc as spc_obj
+from scorejax.objectives.loss import build_loss_fn, model_logprobs
+from scorejax.rewards.game import Record, Verdict
+from scorejax.search import SearchConfig, step_search
+from scorejax.tasks.base import make_task
+from scorejax.train_step import init_train_state, make_train_step
+
+TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--config.roles.critic.sft.steps=3",
+        "--config.roles.sneaky.sft.steps=3", "--config.task.eval_size=4", "--config.game.games_per_round=8",
+        "--config.eval.sneaky_items=4", "--config.eval.search_problems=2", "--config.eval.interval_problems=2",
+        "--config.roles.critic.max_new_tokens=24", "--config.roles.sneaky.max_new_tokens=24",
+        "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False"]
+ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "valid_only", "subsets", "first_error_f1",
+              "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev", "sneaky_validated",
+              "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps", "num_labelled_steps"}
+
+
+def _command(workdir, *extra):
+  return [sys.executable, "-m", "scorejax.main", *TINY, f"--workdir={workdir}", *extra]
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def _main(workdir, *extra):
+  return subprocess.run(_command(workdir, *extra), capture_output=True, text=True, timeout=600, env=_env())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("spc")
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_main_writes_every_output(finished_run):
+  workdir, proc = finished_run
+  results = json.loads((workdir / "eval.json").read_text())
+  assert set(results) == {"generator", "round0", "round1", "round2", "search"}
+  for r in ("round0", "round1", "round2"):
+    assert set(results[r]) >= ROUND_KEYS
+    assert results[r]["num_labelled_steps"] <= results[r]["num_steps"]
+    assert set(results[r]["subsets"]) <= {"writer", "policy"}
+  for r in ("round1", "round2"):
+    games = results[r]["games"]
+    assert games["games"] == games["played"] <= 8
+    assert games["validated"] + games["failed_rewrites"] == games["games"]
+    assert games["critic_wins"] + games["generator_wins"] + games["invalid_games"] == games["validated"]
+  search = results["search"]
+  assert set(search) >= {"final_critic", "round0_critic", "self_consistency", "single_sample"}
+  assert search["self_consistency"]["votes"] >= 1
+  played = json.loads((workdir / "games.json").read_text())
+  assert set(played) == {"round1", "round2"} and len(played["round1"]["games"]) == 8
+  for phase in ("generator", "round0/critic", "round0/sneaky"):
+    assert os.listdir(workdir / "checkpoints" / phase)
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert {"generator", "round0/critic", "round0/sneaky", "round1", "round1/sneaky"} <= {r["phase"] for r in records}
+  assert any("validated" in r for r in records if r["phase"] == "round1")
+  assert (workdir / "curves.png").stat().st_size > 1000
+  assert "harmonic_mean" in proc.stdout and "self-consistency" in proc.stdout
+
+
+def test_sigkill_mid_round_then_rerun_gives_the_same_results(finished_run, tmp_path):
+  workdir, _ = finished_run
+  proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+  deadline = time.time() + 300
+  while not (tmp_path / "games.json").exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+  os.kill(proc.pid, signal.SIGKILL)  # inside round 1: its games played, its learning under way
+  proc.wait()
+  assert not json.loads((tmp_path / "eval.json").read_text()).get("round2")
+  rerun = _main(tmp_path)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "eval.json").read_text())
+
+
+def test_rerun_with_another_config_is_refused(finished_run):
+  workdir, _ = finished_run
+  before = (workdir / "eval.json").read_text()
+  proc = _main(workdir, "--config.game.balance=False")
+  assert proc.returncode == 2 and "game.balance: True -> False" in proc.stderr
+  assert (workdir / "eval.json").read_text() == before
+
+
+@pytest.fixture(scope="module")
+def model():
+  config = config_with("arith_spc.py", "smoke", {})
+  task = make_task(config.task)
+  mesh = parallel.make_mesh({"data": -1})
+  lm, params = build_model(config.model, task.tokenizer, mesh, 0)
+  return config, task, mesh, lm, params
+
+
+def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model):
+  config, task, mesh, lm, params = model
+  data = BuiltinSPCData(task, config)
+  rows, _ = data.critic_sft_rows("test", 0, 8)
+  # Records as the games make them: the round-start model's own responses, its log-probs as pi_ref.
+  logp_fn = jax.jit(model_logprobs(lm, 32))
+  probe = spc.sft_batch(rows, task)
+  logp = np.asarray(logp_fn(params, probe))
+  records = [Record(p, t, 1.0 if i % 2 == 0 else -1.0, logp[i, len(p):len(p) + len(t)].tolist())
+             for i, (p, t) in enumerate(rows)]
+  cfg = spc_obj.SPCConfig()
+  loss_fn = build_loss_fn(spc_obj.spc_loss, model_logprobs(lm, 32), spc.offline_inputs, cfg)
+  mixed = spc.offline_batch(records, data.critic_sft_rows("test/sft", 0, 8)[0], task)
+  assert mixed["is_sft_B"].tolist() == [0.0] * 8 + [1.0] * 8
+  _, aux = jax.jit(loss_fn)(params, mixed, None)
+  assert float(aux["ratio"]) == pytest.approx(1.0, abs=1e-4)  # pi_theta == pi_ref at the round's start
+  assert float(aux["game_records"]) == 8 and float(aux["sft_records"]) == 8 and float(aux["sft_loss"]) > 0
+  batch = spc.offline_batch(records, [], task)  # the game records alone: the direction of the RL term
+  import optax
+  optimizer = optax.sgd(0.05)
+  state, shardings = init_train_state(lm.init, optimizer, jax.random.key(0), mesh, params=params)
+  state, _ = make_train_step(loss_fn, optimizer, shardings, mesh)(state, parallel.shard_batch(batch, mesh))
+  mask = batch["mask_response_BxT"][:8]
+  gain = ((np.asarray(logp_fn(state.params, batch))[:8] - batch["sampler_logp_BxT"][:8]) * mask).sum(1)
+  assert gain[0::2].mean() > 0 > gain[1::2].mean()
+
+
+def test_step_search_resamples_rejected_steps_up_to_the_retry_budget(model):
+  config, task, mesh, lm, params = model
+  problems = task.eval_problems[:3]
+  cfg = SearchConfig(retries=2, max_steps=2, step_tokens=8, batch_size=16)
+  calls = []
+
+  def reject_all(items):
+    calls.append(len(items))
+    return [Verdict.INCORRECT] * len(items)
+  found = step_search(lm, params, task, problems, reject_all, jax.random.key(0), cfg, mesh)
+  # Every pass judges each pending problem `retries` times and keeps the last of retries + 1 samples.
+  assert found.judged_steps == found.rejected_steps == sum(calls)
+  assert len(calls) % cfg.retries == 0 and calls[0] == len(problems)
+  accept_all = step_search(lm, params, task, problems, lambda items: [Verdict.CORRECT] * len(items),
+                           jax.random.key(0), cfg, mesh)
+  assert accept_all.rejected_steps == 0 and accept_all.judged_steps <= len(problems) * cfg.max_steps
+  assert found.rewards.shape == (3,) and set(found.rewards.tolist()) <= {0.0, 1.0}
