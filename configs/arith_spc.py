@@ -77,7 +77,7 @@ def get_config(arg: str = ""):
   c.annotator.carry_blind_rate = 0.5  # per carrying step: its redo drops the carry
 
   c.roles = ml_collections.ConfigDict()
-  c.roles.critic = _role(max_new_tokens=64, sft_steps=300, rl_learning_rate=3e-5)
+  c.roles.critic = _role(max_new_tokens=64, sft_steps=300, rl_learning_rate=1e-4)
   c.roles.sneaky = _role(max_new_tokens=48, sft_steps=200, rl_learning_rate=3e-5)
 
   c.game = ml_collections.ConfigDict()
@@ -85,8 +85,8 @@ def get_config(arg: str = ""):
   c.game.games_per_round = 512
   c.game.solvers = ("policy", "writer")  # who writes the solutions games are played on: "policy" (the base), "writer"
   c.game.error_types = ERROR_TYPES  # the sneaky generator names one of these first
-  c.game.sneaky_temperature = 1.0
-  c.game.critic_temperature = 1.0
+  c.game.sneaky_temperature = 0.7  # at 1.0 a third of the round-0 rewrites are garbled (unreadable)
+  c.game.critic_temperature = 0.7
   c.game.validator = "checker"  # "checker": the exact step checker; "completions": solver success rates
   c.game.validate_rollouts = 8  # completions: N per prefix, with the original and with the rewrite
   c.game.validate_temperature = 0.7
@@ -95,7 +95,7 @@ def get_config(arg: str = ""):
   c.game.win_reward = 1.0
   c.game.loss_reward = -1.0
   c.game.invalid_verdict_reward = -1.0  # the critic's reward for a verdict that cannot be read
-  c.game.failed_rewrite_reward = -1.0  # the sneaky generator's for a rewrite not read or not truly wrong
+  c.game.penalize_failed_rewrites = False  # True: a rewrite not read or not truly wrong is a sneaky loss record
   c.game.balance = True  # as many critic wins as sneaky wins
   c.game.paired = True  # the critic also judges the same prefix's correct step
   c.game.min_kept_games = 32  # balance fallback when one side wins nearly everything

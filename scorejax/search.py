@@ -25,7 +25,7 @@ from scorejax.experiments.spc_data import StepItem
 from scorejax.rewards.answers import normalize_answer
 from scorejax.rewards.game import Verdict
 from scorejax.rollouts import sample_batched
-from scorejax.sampling import Sample, SamplerConfig
+from scorejax.sampling import Buckets, Sample, SamplerConfig
 from scorejax.tasks import templates
 
 
@@ -45,6 +45,14 @@ class SearchResult:
   solver_tokens: np.ndarray  # int [P]: solver tokens sampled, rejected steps included
   judged_steps: int  # critic calls
   rejected_steps: int  # steps judged Incorrect (each resampled, or kept once out of retries)
+
+
+def _padded(rows: list, batch_size: int) -> list:
+  """`rows` padded (with copies of the first) to a bucketed count: each pass of the search has fewer rows
+  pending than the last, and a new count would compile the sampler anew."""
+  n = len(rows)
+  size = Buckets()(n) if n <= batch_size else -(-n // batch_size) * batch_size
+  return rows + rows[:1] * (size - n)
 
 
 def step_search(lm, params, task, problems: Sequence, judge: Callable[[list], Sequence[Verdict]], key: jax.Array,
@@ -67,15 +75,16 @@ def step_search(lm, params, task, problems: Sequence, judge: Callable[[list], Se
       if not pending:
         break
       prompts = [task.prompt_ids(problems[i]) + task.prefix_ids(steps[i]) for i in pending]
-      ids, _ = sample_batched(lm, params, prompts, jax.random.fold_in(jax.random.fold_in(key, position), attempt),
-                              rule, sampler, mesh, pad_id=task.tokenizer.pad_id, batch_size=config.batch_size)
+      ids, _ = sample_batched(lm, params, _padded(prompts, config.batch_size),
+                              jax.random.fold_in(jax.random.fold_in(key, position), attempt), rule, sampler, mesh,
+                              pad_id=task.tokenizer.pad_id, batch_size=config.batch_size)
       for i, row in zip(pending, ids):
         lines[i] = row
         tokens[i] += len(row)
       if attempt == config.retries:
         break
-      verdicts = judge([StepItem(problems[i], tuple(steps[i]), task.text(lines[i]).strip(), None)
-                        for i in pending])
+      items = [StepItem(problems[i], tuple(steps[i]), task.text(lines[i]).strip(), None) for i in pending]
+      verdicts = judge(_padded(items, config.batch_size))[:len(items)]
       judged += len(pending)
       pending = [i for i, v in zip(pending, verdicts) if v == Verdict.INCORRECT]
       rejected += len(pending)

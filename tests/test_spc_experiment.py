@@ -28,7 +28,8 @@ TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--
         "--config.roles.sneaky.sft.steps=3", "--config.task.eval_size=4", "--config.game.games_per_round=8",
         "--config.eval.sneaky_items=4", "--config.eval.search_problems=2", "--config.eval.interval_problems=2",
         "--config.roles.critic.max_new_tokens=24", "--config.roles.sneaky.max_new_tokens=24",
-        "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False"]
+        "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False",
+        "--config.game.penalize_failed_rewrites=True"]  # the shrunken sneaky's rewrites fail: records to learn from
 ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "valid_only", "subsets", "first_error_f1",
               "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev", "sneaky_validated",
               "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps", "num_labelled_steps"}
@@ -149,9 +150,11 @@ def test_step_search_resamples_rejected_steps_up_to_the_retry_budget(model):
     calls.append(len(items))
     return [Verdict.INCORRECT] * len(items)
   found = step_search(lm, params, task, problems, reject_all, jax.random.key(0), cfg, mesh)
-  # Every pass judges each pending problem `retries` times and keeps the last of retries + 1 samples.
-  assert found.judged_steps == found.rejected_steps == sum(calls)
-  assert len(calls) % cfg.retries == 0 and calls[0] == len(problems)
+  # Every pass judges each pending problem `retries` times and keeps the last of retries + 1 samples
+  # (the judge sees the pending rows padded to a bucketed count).
+  assert found.judged_steps == found.rejected_steps
+  assert found.judged_steps % cfg.retries == 0 and found.judged_steps >= cfg.retries * len(problems)
+  assert len(calls) % cfg.retries == 0 and calls[0] == 16
   accept_all = step_search(lm, params, task, problems, lambda items: [Verdict.CORRECT] * len(items),
                            jax.random.key(0), cfg, mesh)
   assert accept_all.rejected_steps == 0 and accept_all.judged_steps <= len(problems) * cfg.max_steps

@@ -164,7 +164,8 @@ def round_records(played: dict, r: int, config) -> tuple[list, list, dict]:
   g = config.game
   cfg = game_lib.GameConfig(win_reward=g.win_reward, loss_reward=g.loss_reward,
                             invalid_verdict_reward=g.invalid_verdict_reward, balance=g.balance, paired=g.paired,
-                            min_kept_games=g.min_kept_games, failed_rewrite_reward=g.failed_rewrite_reward)
+                            min_kept_games=g.min_kept_games,
+                            failed_rewrite_reward=g.loss_reward if g.penalize_failed_rewrites else None)
   seed = stream_seed(config.seed, f"records/round{r}", 0)
   records = game_lib.build_round_records(game_lib.games_from_json(played["games"]), cfg, seed)
   critic = records.critic

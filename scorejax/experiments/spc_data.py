@@ -5,17 +5,19 @@ judges it (`critic_step_prompt`); the sneaky generator rewrites a correct one
 into a wrong one (`sneaky_prompt`, answered "Error type: <type>\\nStep:
 <step>"). On the built-in task:
 
-  SFT (round 0)  steps of reference solutions, half of them replaced by a
-                 wrong line of a random applicable error type (the task's
-                 error makers: the analog of the paper's GPT-4 rewrites);
-                 the critic's targets are a seed annotator's judgements
-                 (it slips and is blind to some carries, as DeepCritic's
-                 built-in seed critiques), kept when the verdict matches
-                 the exact checker; the sneaky generator's targets name the
-                 type, then the wrong line;
-  games          solutions by the game's solvers (the base model's samples,
-                 the noisy writer), one correct step of each, picked with
-                 its prefix;
+  SFT (round 0)  the critic: steps of reference solutions, half of them
+                 replaced by a wrong line of a random applicable error type
+                 (the task's error makers), judged by a seed annotator (it
+                 slips and is blind to some carries, as DeepCritic's
+                 built-in seed critiques), kept when its verdict matches
+                 the exact checker; the sneaky generator: a type drawn
+                 uniformly, a correct step where it applies, and the error
+                 maker's wrong line of that type (the analog of the paper's
+                 GPT-4 rewrites);
+  games          solutions by the game's solvers (the task's reference
+                 solutions: a strong solver; the base model's samples; the
+                 noisy writer), one correct step of each, picked with its
+                 prefix;
   validation     the exact checker, or (a task without one, or to test it)
                  N completions from the prefix with the original and with
                  the rewritten step, the rewrite wrong when the original's
@@ -47,7 +49,7 @@ from scorejax.tasks import arith, templates
 from scorejax.tasks.arith import critiques
 from scorejax.tasks.base import stream_id
 
-SOLVERS = ("policy", "writer")  # who writes the solutions games are played on
+SOLVERS = ("reference", "policy", "writer")  # who writes the solutions games are played on
 VALIDATORS = ("checker", "completions")
 SFT_DRAWS = 8  # candidate critic judgements drawn per kept one, at most (the annotator's filter rejects some)
 
@@ -165,15 +167,15 @@ class BuiltinSPCData:
 
   # Round 0: SFT data of both roles
 
-  def _step_example(self, problem, rng, wrong: bool) -> tuple[StepItem, str | None]:
+  def _step_example(self, problem, rng, wrong: bool) -> StepItem:
     """A reference prefix and its next line, or (wrong) a wrong line of a random applicable error type."""
     lines = arith.solution_lines(problem)
     k = int(rng.integers(len(lines)))
     kinds = [t for t in arith.applicable_error_types(problem, lines[:k]) if t in self.error_types]
     if not wrong or not kinds:
-      return StepItem(problem, lines[:k], lines[k], True), None
+      return StepItem(problem, lines[:k], lines[k], True)
     kind = kinds[int(rng.integers(len(kinds)))]
-    return StepItem(problem, lines[:k], arith.corrupt_step(problem, lines[:k], kind, rng), False), kind
+    return StepItem(problem, lines[:k], arith.corrupt_step(problem, lines[:k], kind, rng), False)
 
   def critic_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
     """n (prompt, judgement) rows, half of them on wrong steps, each kept when the annotator's verdict is
@@ -186,7 +188,7 @@ class BuiltinSPCData:
       if tried == len(problems):
         raise ValueError(f"the seed annotator kept {len(rows)} of {tried} step judgements ({stream} step {step}): "
                          f"config.annotator ({dict(self.config.annotator)}) rejects nearly all; lower its rates")
-      item, _ = self._step_example(problems[tried], rng, wrong=tried % 2 == 1)
+      item = self._step_example(problems[tried], rng, wrong=tried % 2 == 1)
       tried += 1
       text = critiques.annotate_step(item.problem, item.previous, item.step, self.annotator, rng)
       if text is not None:
@@ -194,17 +196,24 @@ class BuiltinSPCData:
     return rows, len(rows) / tried
 
   def sneaky_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
-    """n (prompt, "Error type: t\\nStep: wrong line") rows on correct steps of reference solutions."""
+    """n (prompt, "Error type: t\\nStep: wrong line") rows on correct steps of reference solutions.
+
+    The type comes first, uniform over the configured ones, then a step where it applies: a rare type
+    (a dropped carry needs a carrying step) is written as often as a common one.
+    """
     task = self.task
     rng = np.random.default_rng([self.config.seed, stream_id(stream), step])
     rows = []
     for problem in task.train_problems(self.config.seed, stream, step, 4 * n):
-      item, kind = self._step_example(problem, rng, wrong=True)
-      if kind is None:
-        continue  # no configured error type applies here
-      shown = dataclasses.replace(item, step=arith.solution_lines(problem)[len(item.previous)])
-      rows.append((sneaky_prompt(task, shown, self.error_types), task.answer_ids(templates.format_sneaky(
-          kind, item.step))))
+      lines = arith.solution_lines(problem)
+      kind = self.error_types[int(rng.integers(len(self.error_types)))]
+      sites = [k for k in range(len(lines)) if kind in arith.applicable_error_types(problem, lines[:k])]
+      if not sites:
+        continue  # the type applies nowhere in this problem
+      k = sites[int(rng.integers(len(sites)))]
+      item = StepItem(problem, lines[:k], lines[k], True)
+      wrong = arith.corrupt_step(problem, lines[:k], kind, rng)
+      rows.append((sneaky_prompt(task, item, self.error_types), task.answer_ids(templates.format_sneaky(kind, wrong))))
       if len(rows) == n:
         return rows, 1.0
     raise ValueError(f"config.game.error_types={self.error_types} apply to too few steps to fill a batch of {n}")
@@ -226,6 +235,8 @@ class BuiltinSPCData:
       for solver in solvers:
         if solver == "policy":
           steps = self.policy_solutions(lm, base_params, problems, jax.random.fold_in(key, attempt), mesh)
+        elif solver == "reference":
+          steps = [arith.solution_lines(p) for p in problems]
         else:
           steps = [written_steps(p, "writer", rng, config.solutions) for p in problems]
         for problem, s in zip(problems, steps):
