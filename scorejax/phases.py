@@ -29,9 +29,15 @@ import ml_collections
 import tqdm
 
 from scorejax import parallel
-from scorejax.checkpoint import Checkpointer, CheckpointConfig, abstract_like
+from scorejax.checkpoint import CheckpointConfig, Checkpointer, abstract_like
 from scorejax.metrics import MetricWriter, read_json, truncate_after, write_json
-from scorejax.train_step import OptimizerConfig, TrainState, init_train_state, make_optimizer, make_train_step
+from scorejax.train_step import (
+  OptimizerConfig,
+  TrainState,
+  init_train_state,
+  make_optimizer,
+  make_train_step,
+)
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
@@ -151,6 +157,22 @@ class PhaseRunner:
     return Checkpointer(CheckpointConfig(
         directory=os.path.join(self.workdir, "checkpoints", *phase.split("/")), max_to_keep=c.max_to_keep,
         save_interval_steps=c.every, async_save=c.async_save))
+
+  def finished_params(self, phase: str, opt_cfg: OptimizerConfig, params):
+    """The params a finished phase ended with, read into the shardings of `params` (its shapes).
+
+    `opt_cfg` needs only the phase's optimizer structure (whether it clips gradients), not its values.
+    """
+    state, _ = init_train_state(self.lm.init, make_optimizer(opt_cfg), jax.random.key(self.config.seed),
+                                self.mesh, self.rules, params=params)
+    with self.checkpointer(phase) as ckpt:
+      if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"{self.workdir}: phase {phase!r} has no checkpoint (checkpoints/{phase})")
+      state, saved = ckpt.restore(abstract_like(state))
+    if not saved.get("finished"):
+      raise ValueError(f"{self.workdir}: phase {phase!r} stopped at step {int(state.step)}, unfinished; rerun its "
+                       "experiment to finish it")
+    return state.params
 
   def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
           make_batch: Callable[[int, TrainState], tuple[dict, dict]], step_offset: int, eval_fn=None):

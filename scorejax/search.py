@@ -10,17 +10,26 @@ all of them in one batch.
 Self-consistency is the peer: k whole solutions sampled at the same
 temperature, the most frequent final answer taken, with k set so that it
 samples as many solver tokens as the search did (`votes_at_tokens`).
+
+The SPC experiment runs this comparison as its last step (eval.json
+"search"); on a finished SPC workdir, with any round's critic:
+
+  python -m scorejax.search --workdir=DIR [--round=R] [--problems=N]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Sequence
 
 import jax
+import ml_collections
 import numpy as np
+from absl import app, flags
 
-from scorejax import evaluation
+from scorejax import evaluation, parallel
 from scorejax.experiments.spc_data import StepItem
 from scorejax.rewards.answers import normalize_answer
 from scorejax.rewards.game import Verdict
@@ -111,8 +120,9 @@ def self_consistency(lm, params, task, problems: Sequence, votes: int, key: jax.
   """`votes` sampled solutions per problem, majority vote on the final answer; accuracy and tokens per problem."""
   sampler = SamplerConfig(max_new_tokens=config.solution_tokens, stop_tokens=task.stop_ids,
                           pad_id=task.tokenizer.pad_id)
-  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key, Sample(temperature=config.temperature),
-                          sampler, mesh, pad_id=task.tokenizer.pad_id, batch_size=config.batch_size, n=votes)
+  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key,
+                          Sample(temperature=config.temperature), sampler, mesh, pad_id=task.tokenizer.pad_id,
+                          batch_size=config.batch_size, n=votes)
   rewards, single = [], []
   for i, p in enumerate(problems):
     group = ids[i * votes:(i + 1) * votes]
@@ -127,3 +137,59 @@ def self_consistency(lm, params, task, problems: Sequence, votes: int, key: jax.
 def votes_at_tokens(search_tokens: float, tokens_per_solution: float) -> int:
   """Self-consistency's k at the search's token budget (at least 1)."""
   return max(1, round(search_tokens / max(tokens_per_solution, 1e-9)))
+
+
+# ----------------------------------------------------------------------------
+# Command line: the comparison on a finished SPC run
+# ----------------------------------------------------------------------------
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  from scorejax.experiments import spc  # spc imports this module
+  from scorejax.metrics import read_json, write_json
+  from scorejax.models.build import build_model
+  from scorejax.phases import CONFIG_FILE, PhaseRunner
+  from scorejax.tasks.base import make_task
+  from scorejax.train_step import OptimizerConfig
+  workdir = FLAGS.workdir
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise app.UsageError(f"{path} does not exist: --workdir must be an SPC run's workdir")
+  config = ml_collections.ConfigDict(read_json(path))
+  if config.experiment != "spc":
+    raise app.UsageError(f"{path}: experiment {config.experiment!r}; the step search needs an SPC run's critic")
+  r = config.game.rounds if FLAGS.round is None else FLAGS.round
+  if FLAGS.problems:
+    config.eval.search_problems = FLAGS.problems
+  mesh = parallel.make_mesh(dict(config.mesh))
+  rules = parallel.rules_from_config(config)
+  task = make_task(config.task)
+  lm, params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
+  if config.roles.critic.hf_dir:
+    raise app.UsageError("a critic with its own checkpoint (roles.critic.hf_dir) is not supported here yet")
+  runner = PhaseRunner(config, workdir, lm, mesh, writer=None, rules=rules)
+  structure = OptimizerConfig(grad_clip_norm=1.0)  # every SPC phase clips gradients
+
+  def critic_of(k):  # a round whose critic had no records kept the one before
+    for j in range(k, 0, -1):
+      if os.path.isdir(os.path.join(workdir, "checkpoints", f"round{j}", "critic")):
+        return runner.finished_params(f"round{j}/critic", structure, params)
+    return runner.finished_params("round0/critic", structure, params)
+
+  base = runner.finished_params("generator", structure, params)
+  critics = {f"round{r}_critic": critic_of(r), "round0_critic": critic_of(0)}
+  out = spc.compare_search(lm, base, lm, critics, task, config, mesh)
+  write_json(os.path.join(workdir, f"search_round{r}.json"), out)
+  print(json.dumps(out, indent=1))
+
+
+FLAGS = flags.FLAGS
+
+if __name__ == "__main__":  # defined here only: the experiments import this module under main's flags
+  flags.DEFINE_string("workdir", None, "A finished SPC run's workdir.")
+  flags.DEFINE_integer("round", None, "The critic's round (default: the run's last); compared with round 0's.")
+  flags.DEFINE_integer("problems", None, "Eval problems to search on (default: the run's eval.search_problems).")
+  app.run(main)

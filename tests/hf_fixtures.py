@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -125,3 +127,18 @@ def set_keys(config, changes: dict):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def main_env() -> dict:
+  """A `python -m scorejax.main` subprocess's environment: one CPU device, whatever the test process has."""
+  return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def main_command(args, workdir, *extra) -> list[str]:
+  return [sys.executable, "-m", "scorejax.main", *args, f"--workdir={workdir}", *extra]
+
+
+def run_main(args, workdir, *extra):
+  """Runs an experiment to the end in a subprocess (10 minutes at most); returns the CompletedProcess."""
+  return subprocess.run(main_command(args, workdir, *extra), capture_output=True, text=True, timeout=600,
+                        env=main_env())

@@ -3,13 +3,11 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import config_with
+from hf_fixtures import config_with, run_main
 
 from scorejax import parallel
 from scorejax.experiments import critic_data, deepcritic
@@ -35,9 +33,7 @@ CRITIC_KEYS = {"subsets", "mean_f1", "maj1_mean_f1", "majk_mean_f1", "invalid", 
 
 
 def _main(workdir, *extra):
-  return subprocess.run([sys.executable, "-m", "scorejax.main", *TINY, f"--workdir={workdir}", *extra],
-                        capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu"))
+  return run_main(TINY, workdir, *extra)
 
 
 @pytest.fixture(scope="module")

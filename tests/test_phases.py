@@ -71,3 +71,4 @@ def test_streams_are_seeded_by_name():
   assert stream_id("round2/critic") == stream_id("round2/critic") != stream_id("round2/generator")
   assert stream_seed(0, "sft", 3) == stream_seed(0, "sft", 3) != stream_seed(0, "rl", 3)
   assert stream_seed(0, "sft", 3) != stream_seed(1, "sft", 3) != stream_seed(0, "sft", 4)
+

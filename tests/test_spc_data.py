@@ -11,7 +11,8 @@ from scorejax.tasks import arith, templates
 from scorejax.tasks.arith import critiques
 from scorejax.tasks.base import make_task
 
-PROBLEM = arith.ArithProblem(start=18, ops=(("+", 14), ("-", 5)), text="Start at 18. Apply +14 -5.")  # 18+14=32 carries; 32-5=27 borrows
+# 18+14=32 carries; 32-5=27 borrows
+PROBLEM = arith.ArithProblem(start=18, ops=(("+", 14), ("-", 5)), text="Start at 18. Apply +14 -5.")
 LINES = ("18+14=32", "32-5=27", "Answer: 27")
 
 

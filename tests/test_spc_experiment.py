@@ -11,18 +11,21 @@ import time
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import config_with
+from hf_fixtures import config_with, main_command, main_env, run_main
 
 from scorejax import parallel
 from scorejax.experiments import spc
 from scorejax.experiments.spc_data import BuiltinSPCData
+from scorejax.metrics import MetricWriter
 from scorejax.models.build import build_model
+from scorejax.objectives import sft
 from scorejax.objectives import spc as spc_obj
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
+from scorejax.phases import PhaseRunner
 from scorejax.rewards.game import Record, Verdict
 from scorejax.search import SearchConfig, step_search
 from scorejax.tasks.base import make_task
-from scorejax.train_step import init_train_state, make_train_step
+from scorejax.train_step import OptimizerConfig, init_train_state, make_train_step
 
 TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--config.roles.critic.sft.steps=3",
         "--config.roles.sneaky.sft.steps=3", "--config.task.eval_size=4", "--config.game.games_per_round=8",
@@ -35,16 +38,8 @@ ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "valid_only",
               "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps", "num_labelled_steps"}
 
 
-def _command(workdir, *extra):
-  return [sys.executable, "-m", "scorejax.main", *TINY, f"--workdir={workdir}", *extra]
-
-
-def _env():
-  return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-
-
 def _main(workdir, *extra):
-  return subprocess.run(_command(workdir, *extra), capture_output=True, text=True, timeout=600, env=_env())
+  return run_main(TINY, workdir, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +79,8 @@ def test_main_writes_every_output(finished_run):
 
 def test_sigkill_mid_round_then_rerun_gives_the_same_results(finished_run, tmp_path):
   workdir, _ = finished_run
-  proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+  proc = subprocess.Popen(main_command(TINY, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=main_env())
   deadline = time.time() + 300
   while not (tmp_path / "games.json").exists() and time.time() < deadline and proc.poll() is None:
     time.sleep(0.2)
@@ -102,6 +98,19 @@ def test_rerun_with_another_config_is_refused(finished_run):
   proc = _main(workdir, "--config.game.balance=False")
   assert proc.returncode == 2 and "game.balance: True -> False" in proc.stderr
   assert (workdir / "eval.json").read_text() == before
+
+
+def test_search_command_on_a_finished_run(finished_run):
+  workdir, _ = finished_run
+  proc = subprocess.run([sys.executable, "-m", "scorejax.search", f"--workdir={workdir}", "--round=1",
+                         "--problems=2"], capture_output=True, text=True, timeout=600, env=main_env())
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads((workdir / "search_round1.json").read_text())
+  assert set(out) == {"round1_critic", "round0_critic", "single_sample", "self_consistency", "num_problems"}
+  assert out["num_problems"] == 2
+  proc = subprocess.run([sys.executable, "-m", "scorejax.search", f"--workdir={workdir / 'checkpoints'}"],
+                        capture_output=True, text=True, timeout=600, env=main_env())
+  assert proc.returncode != 0 and "config.json does not exist" in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +168,22 @@ def test_step_search_resamples_rejected_steps_up_to_the_retry_budget(model):
                            jax.random.key(0), cfg, mesh)
   assert accept_all.rejected_steps == 0 and accept_all.judged_steps <= len(problems) * cfg.max_steps
   assert found.rewards.shape == (3,) and set(found.rewards.tolist()) <= {0.0, 1.0}
+
+
+def test_finished_params_reads_a_finished_phase_and_refuses_what_is_not(model, tmp_path):
+  config, task, mesh, lm, params = model
+  config = config_with("arith_spc.py", "smoke", {"checkpoint.async_save": False, "log_every": 1})
+  rows, _ = BuiltinSPCData(task, config).critic_sft_rows("test", 0, 8)
+  loss_fn = build_loss_fn(sft.sft_loss, model_logprobs(lm, 32), lambda b: sft.SFTBatch(b["mask_response_BxT"]),
+                          sft.SFTConfig())
+  writer = MetricWriter(str(tmp_path), tensorboard=False)
+  runner = PhaseRunner(config, str(tmp_path), lm, mesh, writer)
+  opt = OptimizerConfig(learning_rate=1e-2)
+  trained = runner.run("round0/critic", 2, opt, params, loss_fn, lambda step, state: (spc.sft_batch(rows, task), {}),
+                       0)
+  restored = runner.finished_params("round0/critic", OptimizerConfig(), params)  # structure only: values differ
+  same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), trained, restored)
+  assert all(jax.tree.leaves(same))
+  with pytest.raises(FileNotFoundError, match="'round1/critic' has no checkpoint"):
+    runner.finished_params("round1/critic", opt, params)
+  writer.close()

@@ -42,7 +42,6 @@ import numpy as np
 from scorejax import evaluation, parallel
 from scorejax.experiments.spc_data import (
   BuiltinSPCData,
-  StepItem,
   completion_success,
   critic_step_prompt,
   first_error_predictions,
@@ -248,6 +247,31 @@ def sneaky_success(sneaky, critics: dict, data, solver, task, items, config, mes
   return out
 
 
+def compare_search(lm, base_params, critic_lm, critics: dict, task, config, mesh) -> dict:
+  """Critic-guided step search with each critic, self-consistency at the first critic's solver tokens, and
+  one sample, on the first config.eval.search_problems eval problems."""
+  e = config.eval
+  search_cfg = SearchConfig(retries=e.search_retries, temperature=e.search_temperature, max_steps=e.search_max_steps,
+                            step_tokens=e.search_step_tokens, solution_tokens=config.generator.max_new_tokens,
+                            batch_size=e.batch_size)
+  problems = task.eval_problems[:e.search_problems]
+
+  def search_with(critic_params):
+    def verdicts(step_items):
+      return judge((critic_lm, critic_params), task, step_items, jax.random.key(0), Greedy(), config, mesh)[0]
+    found = step_search(lm, base_params, task, problems, verdicts, jax.random.key(11), search_cfg, mesh)
+    return {"acc": float(found.rewards.mean()), "tokens": float(found.solver_tokens.mean()),
+            "judged_steps": found.judged_steps, "rejected_steps": found.rejected_steps}
+
+  out = {name: search_with(p) for name, p in critics.items()}
+  out["single_sample"] = self_consistency(lm, base_params, task, problems, 1, jax.random.key(12), search_cfg, mesh)
+  votes = votes_at_tokens(next(iter(out.values()))["tokens"], out["single_sample"]["tokens"])
+  out["self_consistency"] = self_consistency(lm, base_params, task, problems, votes, jax.random.key(12), search_cfg,
+                                             mesh)
+  out["num_problems"] = len(problems)
+  return out
+
+
 # ----------------------------------------------------------------------------
 # The experiment
 # ----------------------------------------------------------------------------
@@ -373,27 +397,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_round(r, stats)
 
   # TEST-TIME SEARCH: critic-guided steps vs self-consistency at equal solver tokens
-  e = config.eval
-  search_cfg = SearchConfig(retries=e.search_retries, temperature=e.search_temperature, max_steps=e.search_max_steps,
-                            step_tokens=e.search_step_tokens, solution_tokens=config.generator.max_new_tokens,
-                            batch_size=e.batch_size)
-  problems = task.eval_problems[:e.search_problems]
-
-  def search_with(critic_params):
-    def verdicts(step_items):
-      return judge(role("critic", critic_params), task, step_items, jax.random.key(0), Greedy(), config, mesh)[0]
-    found = step_search(lm, base_params, task, problems, verdicts, jax.random.key(11), search_cfg, mesh)
-    return {"acc": float(found.rewards.mean()), "tokens": float(found.solver_tokens.mean()),
-            "judged_steps": found.judged_steps, "rejected_steps": found.rejected_steps}
-
-  def search_table():
-    final, first = search_with(params["critic"]), search_with(history[0]["critic"])
-    single = self_consistency(lm, base_params, task, problems, 1, jax.random.key(12), search_cfg, mesh)
-    votes = votes_at_tokens(final["tokens"], single["tokens"])
-    voted = self_consistency(lm, base_params, task, problems, votes, jax.random.key(12), search_cfg, mesh)
-    return {"final_critic": final, "round0_critic": first, "self_consistency": voted, "single_sample": single,
-            "num_problems": len(problems)}
-  search = results.get("search", search_table)
+  critics = {"final_critic": params["critic"], "round0_critic": history[0]["critic"]}
+  search = results.get("search", lambda: compare_search(lm, base_params, lms["critic"], critics, task, config, mesh))
 
   # REPORT
   writer.close()
