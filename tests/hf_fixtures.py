@@ -142,3 +142,10 @@ def run_main(args, workdir, *extra):
   """Runs an experiment to the end in a subprocess (10 minutes at most); returns the CompletedProcess."""
   return subprocess.run(main_command(args, workdir, *extra), capture_output=True, text=True, timeout=600,
                         env=main_env())
+
+
+def finished_main(args, workdir):
+  """(workdir, CompletedProcess) of an experiment run to the end, which must succeed."""
+  proc = run_main(args, workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc

@@ -7,7 +7,7 @@ import re
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import config_with, run_main
+from hf_fixtures import config_with, finished_main, run_main
 
 from scorejax import parallel
 from scorejax.experiments import critic_data, deepcritic
@@ -38,10 +38,7 @@ def _main(workdir, *extra):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("deepcritic")
-  proc = _main(workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc
+  return finished_main(TINY, tmp_path_factory.mktemp("deepcritic"))
 
 
 def test_main_writes_every_output(finished_run):

@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import config_with, main_command, main_env, run_main
+from hf_fixtures import config_with, finished_main, main_command, main_env, run_main
 
 from scorejax import parallel
 from scorejax.experiments import spc
@@ -44,10 +44,7 @@ def _main(workdir, *extra):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("spc")
-  proc = _main(workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc
+  return finished_main(TINY, tmp_path_factory.mktemp("spc"))
 
 
 def test_main_writes_every_output(finished_run):
