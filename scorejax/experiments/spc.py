@@ -141,7 +141,7 @@ def play_round(r, data, task, solver, sneaky, opponent, learner, config, mesh) -
   rule = Sample(temperature=g.critic_temperature)
 
   def games_judged_by(critic, k):
-    verdicts, out = judge(critic, task, pairs, jax.random.fold_in(key, k), rule, config, mesh) if pairs else ([], None)
+    verdicts, out = judge(critic, task, pairs, jax.random.fold_in(key, k), rule, config, mesh)
     judged = {i: [game_lib.Judgement(critic_step_prompt(task, pairs[2 * j + s]), out.ids[2 * j + s],
                                      verdicts[2 * j + s], out.logprobs[2 * j + s]) for s in (0, 1)]
               for j, i in enumerate(chosen)}
