@@ -22,7 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 
-EXPERIMENTS = ("score", "deepcritic", "spc")
+EXPERIMENTS = ("score", "deepcritic", "spc", "critique_loop")
 
 
 def main(argv):

@@ -155,10 +155,16 @@ def _annotator_redo(config: AnnotatorConfig, rng: np.random.Generator):
   return redo_of
 
 
+def annotator_critique(problem: ArithProblem, lines: Sequence[str], config: AnnotatorConfig,
+                       rng: np.random.Generator) -> str:
+  """The annotator's critique of `lines`, mistakes and all (nothing filtered)."""
+  return write_critique(problem, lines, _annotator_redo(config, rng))
+
+
 def annotate(problem: ArithProblem, lines: Sequence[str], config: AnnotatorConfig,
              rng: np.random.Generator) -> str | None:
   """The seed annotator's critique of `lines`, or None when its final index misses the label (filtered)."""
-  text = write_critique(problem, lines, _annotator_redo(config, rng))
+  text = annotator_critique(problem, lines, config, rng)
   label = earliest_error(problem, lines)
   return text if parse_critique(text, len(lines)) == label else None
 

@@ -1,0 +1,279 @@
+"""AutoMathCritique on the built-in task: flawed solutions from the actor's own samples, step-level feedback,
+the refinement filter, the JSONL they are written to, and difficulty by pass rate.
+
+Xi et al., "Enhancing LLM Reasoning via Critique Models with Test-Time and
+Training-Time Supervision" (arXiv 2411.16579), Sec. 3. Three ways to a
+flawed solution, all from the actor:
+
+  rg1  a whole solution sampled at a high temperature (on real data only its
+       final answer is known wrong; here the checker also locates the error);
+  rg2  a right prefix (the reference's first k steps) and the actor's
+       resampling from step k on at a raised temperature (location known);
+  rg3  a right prefix, step k rewritten with an error of a named type by the
+       task's error makers, and the actor's continuation (location and type).
+Besides these, `correct`: the rg1 samples that are right, so the critic also
+learns to accept a solution.
+
+Each gets step-level feedback in DeepCritic's deliberate format
+(`tasks/arith/critiques.py`), written by an annotator with set mistakes (it
+slips on some redos and is blind to some carries), the built-in analog of
+the paper's GPT-4 annotator given the reference, the location and the type.
+A critique is kept only when the actor, refining with it, reaches the right
+answer (the paper's filter; `filter_by_refinement=False` keeps them all).
+
+The JSONL (one record a line), `critique_data.jsonl` in the workdir:
+  id              "<source>-<n>"
+  source          rg1 | rg2 | rg3 | correct
+  problem         the problem's text, as the prompts show it
+  answer          its right final answer
+  steps           the solution's steps (list of str)
+  label           0-indexed earliest wrong step (the checker's), -1: all right
+  error_type      rg3: the injected error's type; else null
+  step            rg2 / rg3: the step resampled or rewritten from; else null
+  critique        the feedback (ends in \\boxed{step number} or \\boxed{-1})
+  critique_index  its boxed step, 0-indexed (-1: all right), as parsed
+  refinement      the actor's refinement given the critique
+  refined_correct whether the refinement reaches the right answer
+  kept            whether the critic trains on it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from scorejax.experiments.critic_data import (
+  Solution,
+  answer_sampler,
+  critic_prompt,
+  refine_ids,
+)
+from scorejax.rollouts import sample_batched
+from scorejax.sampling import Greedy, Sample
+from scorejax.tasks import arith, templates
+from scorejax.tasks.arith import critiques
+from scorejax.tasks.base import stream_id
+from scorejax.tasks.math_task import MathProblem
+from scorejax.tasks.records import RecordError
+
+SOURCES = ("rg1", "rg2", "rg3")  # the ways to a flawed solution; "correct" (right rg1 samples) is added to rg1's
+FIELDS = ("id", "source", "problem", "answer", "steps", "label", "error_type", "step", "critique", "critique_index",
+          "refinement", "refined_correct", "kept")
+LEVELS = 5  # difficulty levels by pass rate, as the paper bins them: 1 (easiest) .. 5 (hardest)
+
+
+@dataclasses.dataclass(frozen=True)
+class CritiqueRecord:
+  id: str
+  source: str
+  problem: str
+  answer: str
+  steps: tuple[str, ...]
+  label: int
+  error_type: str | None
+  step: int | None
+  critique: str
+  critique_index: int | None  # None: the critique does not parse
+  refinement: str
+  refined_correct: bool
+  kept: bool
+
+  def to_json(self) -> dict:
+    return dict(dataclasses.asdict(self), steps=list(self.steps))
+
+  def solution(self) -> Solution:
+    return Solution(MathProblem(self.problem, self.answer, self.id), self.steps, self.label, self.source)
+
+
+def write_records(path: str, records: Sequence[CritiqueRecord]) -> None:
+  """Atomically (a resumed run never reads half a file), from process 0."""
+  if jax.process_index() != 0:
+    return
+  with open(path + ".tmp", "w") as f:
+    f.writelines(json.dumps(r.to_json()) + "\n" for r in records)
+  os.replace(path + ".tmp", path)
+
+
+def read_records(path: str) -> list[CritiqueRecord]:
+  """The records of a critique-data JSONL; a line that is not one names the file, the line and the field."""
+  out = []
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise RecordError(f"{path}:{n}: not JSON ({e})") from None
+      missing = [k for k in FIELDS if k not in row]
+      if missing:
+        raise RecordError(f"{path}:{n}: missing field(s) {missing}; a critique record has {list(FIELDS)}")
+      if row["source"] not in SOURCES + ("correct",):
+        raise RecordError(f"{path}:{n}: source {row['source']!r}; expected one of {SOURCES + ('correct',)}")
+      out.append(CritiqueRecord(**dict(row, steps=tuple(row["steps"]))))
+  return out
+
+
+def source_counts(records: Sequence[CritiqueRecord]) -> dict:
+  """Per source: records written, critiques that parse, refinements that reach the answer, records kept."""
+  out = {}
+  for source in SOURCES + ("correct",):
+    rows = [r for r in records if r.source == source]
+    out[source] = {"written": len(rows), "parsed": sum(r.critique_index is not None for r in rows),
+                   "refined_correct": sum(r.refined_correct for r in rows), "kept": sum(r.kept for r in rows)}
+  out["kept"] = sum(r.kept for r in records)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Difficulty: the actor's pass rate over many samples, in 5 levels
+# ----------------------------------------------------------------------------
+
+
+def difficulty_level(passes: int, samples: int) -> int:
+  """1 (pass rate in [0.8, 1]) .. 5 (pass rate below 0.2), in exact integer arithmetic."""
+  if not 0 <= passes <= samples or samples < 1:
+    raise ValueError(f"difficulty_level: {passes} passes of {samples} samples")
+  return max(1, LEVELS - passes * LEVELS // samples)
+
+
+def pass_counts(lm, params, task, problems, samples: int, temperature: float, key, config, mesh) -> list[int]:
+  """How many of `samples` sampled solutions to each problem reach its answer."""
+  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key, Sample(temperature=temperature),
+                          answer_sampler(task, config), mesh, pad_id=task.tokenizer.pad_id,
+                          batch_size=config.eval.batch_size, n=samples)
+  return [int(sum(task.reward(p, a) for a in ids[i * samples:(i + 1) * samples])) for i, p in enumerate(problems)]
+
+
+def level_shares(levels: Sequence[int]) -> dict[str, float]:
+  """{"1": share, ..., "5": share} of a list of levels (zeros when it is empty)."""
+  n = max(1, len(levels))
+  return {str(k): sum(lv == k for lv in levels) / n for k in range(1, LEVELS + 1)}
+
+
+# ----------------------------------------------------------------------------
+# Flawed solutions (RG1-RG3), feedback, the refinement filter
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  source: str
+  problem: object  # ArithProblem
+  steps: tuple[str, ...]
+  label: int
+  error_type: str | None = None
+  step: int | None = None
+
+
+def _sample_texts(lm, params, task, prompts, key, temperature, config, mesh) -> list[str]:
+  ids, _ = sample_batched(lm, params, prompts, key, Sample(temperature=temperature), answer_sampler(task, config),
+                          mesh, pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)
+  return [task.text(i) for i in ids]
+
+
+def flawed_solutions(lm, params, task, problems, key, config, mesh) -> tuple[list[Candidate], dict]:
+  """RG1-RG3 candidates (and the right RG1 samples) from the actor; cut-off or still-right ones counted, left out."""
+  c = config.critique_data
+  rng = np.random.default_rng([config.seed, stream_id("critique_data")])
+  out, stats = [], {}
+  for source in c.sources:
+    if source not in SOURCES:
+      raise ValueError(f"config.critique_data.sources: {source!r} is not one of {SOURCES}")
+    k = jax.random.fold_in(key, stream_id(source))
+    if source == "rg1":
+      texts = _sample_texts(lm, params, task, [task.prompt_ids(p) for p in problems], k, c.rg1_temperature, config,
+                            mesh)
+      starts, kinds = [0] * len(problems), [None] * len(problems)
+      prefixes = [()] * len(problems)
+    else:
+      prefixes, starts, kinds = [], [], []
+      for p in problems:
+        lines = task.reference_steps(p)
+        at = int(rng.integers(len(lines) - 1))  # a computing step, never the answer line
+        kind = None
+        prefix = tuple(lines[:at])
+        if source == "rg3":
+          applicable = arith.applicable_error_types(p, prefix)
+          kind = applicable[int(rng.integers(len(applicable)))]
+          prefix = prefix + (arith.corrupt_step(p, prefix, kind, rng),)
+        prefixes.append(prefix)
+        starts.append(at)
+        kinds.append(kind)
+      temperature = c.rg2_temperature if source == "rg2" else c.rg3_temperature
+      texts = _sample_texts(lm, params, task, [task.prompt_ids(p) + task.prefix_ids(q) for p, q in
+                                              zip(problems, prefixes)], k, temperature, config, mesh)
+    cut = right = 0
+    for p, prefix, text, at, kind in zip(problems, prefixes, texts, starts, kinds):
+      steps = tuple(prefix) + task.steps(text)
+      if not task.is_complete(steps):
+        cut += 1
+        continue
+      label = task.earliest_error(p, steps)
+      if label < 0:
+        right += 1
+        if source == "rg1":
+          out.append(Candidate("correct", p, steps, -1))
+        continue
+      out.append(Candidate(source, p, steps, label, kind, None if source == "rg1" else at))
+    stats[source] = {"sampled": len(problems), "cut_off": cut, "right": right}
+  return out, stats
+
+
+def feedback(candidates: Sequence[Candidate], config) -> list[str]:
+  """The annotator's step-level critique of each candidate (config.annotator: its set mistakes)."""
+  a = config.annotator
+  annotator = critiques.AnnotatorConfig(slip_rate=a.slip_rate, carry_blind_rate=a.carry_blind_rate)
+  rng = np.random.default_rng([config.seed, stream_id("critique_data/feedback")])
+  return [critiques.annotator_critique(c.problem, c.steps, annotator, rng) for c in candidates]
+
+
+def refine(lm, params, task, solutions: Sequence[Solution], critique_texts: Sequence[str], key, rule, config,
+           mesh) -> list[list[int]]:
+  """The actor's refinement of each solution given its critique (token ids)."""
+  prompts = [refine_ids(task, s, t) for s, t in zip(solutions, critique_texts)]
+  return sample_batched(lm, params, prompts, key, rule, answer_sampler(task, config), mesh,
+                        pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
+
+
+def build_records(lm, params, task, config, mesh) -> tuple[list[CritiqueRecord], dict]:
+  """AutoMathCritique's records from the actor (its params), each critique refined greedily and kept as the
+  filter says; with per-source counts."""
+  c = config.critique_data
+  problems = task.train_problems(config.seed, "critique_data", 0, c.problems)
+  key = jax.random.fold_in(jax.random.key(config.seed), stream_id("critique_data"))
+  candidates, stats = flawed_solutions(lm, params, task, problems, key, config, mesh)
+  texts = feedback(candidates, config)
+  solutions = [Solution(x.problem, x.steps, x.label, x.source) for x in candidates]
+  refined = refine(lm, params, task, solutions, texts, jax.random.fold_in(key, 1), Greedy(), config, mesh)
+  records, counter = [], {}
+  for x, text, ids in zip(candidates, texts, refined):
+    n = counter[x.source] = counter.get(x.source, -1) + 1
+    index = task.parse_critique(text, len(x.steps))
+    right = bool(task.reward(x.problem, ids))
+    records.append(CritiqueRecord(
+        id=f"{x.source}-{n}", source=x.source, problem=x.problem.text, answer=str(x.problem.answer), steps=x.steps,
+        label=x.label, error_type=x.error_type, step=x.step, critique=text,
+        critique_index=None if templates.is_invalid(index) else int(index), refinement=task.text(ids),
+        refined_correct=right, kept=right or not c.filter_by_refinement))
+  return records, {"sampled": stats, **source_counts(records)}
+
+
+def critique_rows(task, records: Sequence[CritiqueRecord]) -> list[tuple[list[int], list[int]]]:
+  """(critic prompt, critique) token rows of the kept records."""
+  return [(critic_prompt(task, r.solution()), task.answer_ids(r.critique)) for r in records if r.kept]
+
+
+def load_or_build(path: str, build) -> tuple[list[CritiqueRecord], dict]:
+  """The records at `path` when a finished build wrote them there, else `build()`'s, written to `path`."""
+  if os.path.isfile(path):
+    records = read_records(path)
+    return records, source_counts(records)
+  records, stats = build()
+  write_records(path, records)
+  return records, stats

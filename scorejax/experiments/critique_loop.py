@@ -1,0 +1,415 @@
+"""Critique-in-the-loop end to end: critique data from the actor, a critique model, critiques at test time and
+in self-improvement.
+
+  python -m scorejax.main --config=configs/arith_critique_loop.py --workdir=/tmp/critique_loop
+  python -m scorejax.main --config=configs/arith_critique_loop.py:vanilla_si --workdir=/tmp/vanilla_si
+
+Xi et al., "Enhancing LLM Reasoning via Critique Models with Test-Time and
+Training-Time Supervision" (arXiv 2411.16579, MathCritique). The critique
+data (AutoMathCritique: RG1-RG3, feedback, the refinement filter, the JSONL)
+is built by `experiments/critique_data.py`; the critic's prompt, critiques
+and ProcessBench-format scoring are DeepCritic's (`experiments/deepcritic.py`).
+
+Phases, each checkpointed and resumable on its own:
+  actor          built-in task: SFT of the policy that solves (with a carry
+                 habit), self-corrects and refines given a critique
+                 (`critic_data.BuiltinCriticData.generator_batch`);
+  critic         SFT, from the actor, on the kept AutoMathCritique records;
+  iter<i>/actor  self-improvement, i = 1..iterations: the actor of the
+                 iteration before samples N answers per training question;
+                 its wrong answers are critiqued and refined (within a
+                 refinement budget); correct originals and correct
+                 refinements are the data the base actor is fine-tuned on,
+                 afresh each iteration. `self_improve.mode=vanilla` keeps
+                 only correct samples, with the loop's whole sample budget
+                 spent on more of them.
+Difficulty is the base actor's pass rate over many samples per question, in
+5 levels (1 easiest). eval.json: `actor` (held-out accuracy, `iter0`),
+`critique_data` (per-source counts), `critic` (ProcessBench-format F1 on
+held-out solutions), `test_time` (plain sampling's MV@k / pass@k against
+refine-with-critique and sequential refinement at equal sampled tokens, per
+level) and `iter1`, `iter2`, ... (accuracy per level, and the share of the
+iteration's training data from each level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from scorejax import evaluation, parallel
+from scorejax.experiments import critique_data as cd
+from scorejax.experiments.critic_data import BuiltinCriticData, Solution, answer_sampler
+from scorejax.experiments.deepcritic import check_context, critique, evaluate_critic
+from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl
+from scorejax.models.build import build_model
+from scorejax.objectives import critic as critic_obj
+from scorejax.objectives import sft
+from scorejax.objectives.loss import build_loss_fn, model_logprobs
+from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
+from scorejax.rollouts import Segment, sample_batched, to_batch
+from scorejax.sampling import Greedy, Sample
+from scorejax.search import final_answer, votes_at_tokens
+from scorejax.tasks.base import endless_shuffle, make_task, stream_id
+from scorejax.train_step import OptimizerConfig
+
+MODES = ("critique", "vanilla")  # self-improvement with the critic in the loop, or without it
+TABLE_KEYS = ("accuracy", "accuracy_sampled", "hard_share")
+
+
+# ----------------------------------------------------------------------------
+# Critique, refine, repeat
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Chains:
+  """Answers after each round of critique-and-refine, one row per chain."""
+
+  answers: list[list[list[int]]]  # [round][row]: the row's answer ids after that round (round 0: the first answer)
+  tokens: np.ndarray  # int [rounds + 1, rows]: tokens sampled for the row up to that round (actor and critic)
+  stats: dict  # critiques written, unparseable ones (the answer kept), accepted answers, refinements
+
+
+def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, key, rule, config,
+                        mesh) -> Chains:
+  """Each row's answer is critiqued (greedy); a flagged one is refined by the actor (`rule`), then critiqued
+  again, up to `rounds` times; an accepted answer or an unparseable critique ends the row's chain."""
+  answers, tokens = [list(first)], np.zeros((rounds + 1, len(first)), np.int64)
+  tokens[0] = [len(a) for a in first]
+  stats = {"critiques": 0, "invalid_critiques": 0, "accepted": 0, "refined": 0, "no_answer": 0}
+  open_rows = list(range(len(first)))
+  for r in range(rounds):
+    current, spent = list(answers[-1]), tokens[r].copy()
+    if open_rows:
+      solutions = [Solution(problems[i], task.steps(task.text(current[i])), None, "") for i in open_rows]
+      critiques = critique(lm, critic, task, solutions, jax.random.fold_in(key, 2 * r), Greedy(), config, mesh)
+      flagged = [j for j, p in enumerate(critiques.predicted) if p >= 0]
+      refined = cd.refine(lm, actor, task, [solutions[j] for j in flagged], [critiques.texts[j] for j in flagged],
+                          jax.random.fold_in(key, 2 * r + 1), rule, config, mesh) if flagged else []
+      for j, ids in zip(flagged, refined):
+        current[open_rows[j]] = ids
+        spent[open_rows[j]] += len(ids)
+        stats["no_answer"] += final_answer(task, ids) is None
+      for j, i in enumerate(open_rows):
+        spent[i] += len(critiques.ids[j])
+      stats["critiques"] += len(open_rows)
+      stats["invalid_critiques"] += int(np.sum(critiques.predicted == critic_obj.INVALID_INDEX))
+      stats["accepted"] += int(np.sum(critiques.predicted == -1))
+      stats["refined"] += len(flagged)
+      open_rows = [open_rows[j] for j in flagged]
+    answers.append(current)
+    tokens[r + 1] = spent
+  return Chains(answers, tokens, stats)
+
+
+# ----------------------------------------------------------------------------
+# Held-out accuracy by difficulty level
+# ----------------------------------------------------------------------------
+
+
+def by_level(hits, levels) -> dict[str, float | None]:
+  """The mean of per-problem `hits` within each difficulty level (None where a level has no problem)."""
+  hits, levels = np.asarray(hits, np.float64), np.asarray(levels)
+  return {str(k): float(hits[levels == k].mean()) if np.any(levels == k) else None
+          for k in range(1, cd.LEVELS + 1)}
+
+
+def actor_accuracy(lm, params, task, problems, levels, config, mesh) -> dict:
+  """Greedy accuracy and the mean accuracy of `eval.samples` samples, overall and per level."""
+  prompts = [task.prompt_ids(p) for p in problems]
+  greedy = sample_batched(lm, params, prompts, jax.random.key(0), Greedy(), answer_sampler(task, config), mesh,
+                          pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
+  e = config.eval
+  sampled = sample_batched(lm, params, prompts, jax.random.key(1), Sample(temperature=e.temperature),
+                           answer_sampler(task, config), mesh, pad_id=task.tokenizer.pad_id,
+                           batch_size=config.eval.batch_size, n=e.samples)[0]
+  hits = [task.reward(p, a) for p, a in zip(problems, greedy)]
+  mean = [np.mean([task.reward(p, a) for a in sampled[i * e.samples:(i + 1) * e.samples]])
+          for i, p in enumerate(problems)]
+  return {"accuracy": float(np.mean(hits)), "accuracy_sampled": float(np.mean(mean)),
+          "levels": by_level(hits, levels), "levels_sampled": by_level(mean, levels)}
+
+
+# ----------------------------------------------------------------------------
+# Test time: plain sampling against critique-and-refine at equal sampled tokens
+# ----------------------------------------------------------------------------
+
+
+def voted_hits(task, problems, groups) -> np.ndarray:
+  """float [P]: whether the majority answer of each problem's group of answers is right."""
+  out = []
+  for p, group in zip(problems, groups):
+    stated = [final_answer(task, a) for a in group]
+    voted = evaluation.majority_vote(stated)
+    out.append(0.0 if voted is None else task.reward(p, group[stated.index(voted)]))
+  return np.array(out)
+
+
+def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
+  """MV@k and pass@k of plain samples, and of `n` chains of critique-and-refine (one pass, and sequential
+  up to `sequential_rounds`), each chain against plain sampling at the chains' number of sampled tokens."""
+  t = config.test_time
+  key = jax.random.fold_in(jax.random.key(config.seed), stream_id("test_time"))
+  rule, k_max, n_max = Sample(temperature=t.temperature), t.max_samples, max(t.chains)
+  plain = sample_batched(lm, actor, [task.prompt_ids(p) for p in problems], key, rule, answer_sampler(task, config),
+                         mesh, pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=k_max)[0]
+  groups = [plain[i * k_max:(i + 1) * k_max] for i in range(len(problems))]
+  right = [np.array([task.reward(p, a) for a in g]) for p, g in zip(problems, groups)]
+  per_sample = float(np.mean([len(a) for a in plain]))
+
+  def plain_at(k):
+    hits = voted_hits(task, problems, [g[:k] for g in groups])
+    passes = [evaluation.pass_at_k(k_max, int(r.sum()), k) for r in right]
+    return {"k": k, "tokens": per_sample * k, "mv": float(hits.mean()), "pass": float(np.mean(passes)),
+            "levels_mv": by_level(hits, levels)}
+
+  # Chains start from the first n_max plain samples of each problem (rows problem-major).
+  rows = [(i, j) for i in range(len(problems)) for j in range(n_max)]
+  chains = critique_and_refine(lm, actor, critic, task, [problems[i] for i, _ in rows],
+                               [groups[i][j] for i, j in rows], t.sequential_rounds,
+                               jax.random.fold_in(key, 1), rule, config, mesh)
+  out = {"num_problems": len(problems), "tokens_per_sample": per_sample, "max_samples": k_max,
+         "plain": [plain_at(k) for k in sorted({1, 2, 4, 8, 16, k_max} & set(range(1, k_max + 1)))],
+         "chain_stats": chains.stats, "rows": []}
+  for method, r in (("refine", 1), ("sequential", t.sequential_rounds)):
+    for n in t.chains:
+      final = [[chains.answers[r][i * n_max + j] for j in range(n)] for i in range(len(problems))]
+      spent = chains.tokens[r].reshape(len(problems), n_max)[:, :n].sum(1)
+      hits = voted_hits(task, problems, final)
+      passes = [float(any(task.reward(p, a) for a in f)) for p, f in zip(problems, final)]
+      k = votes_at_tokens(float(spent.mean()), per_sample)
+      peer = plain_at(min(k, k_max))
+      out["rows"].append({"method": method, "rounds": r, "chains": n, "tokens": float(spent.mean()),
+                          "mv": float(hits.mean()), "pass": float(np.mean(passes)), "levels_mv": by_level(hits, levels),
+                          "plain_k": peer["k"], "plain_capped": k > k_max, "plain_tokens": peer["tokens"],
+                          "plain_mv": peer["mv"], "plain_pass": peer["pass"], "plain_levels_mv": peer["levels_mv"]})
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Self-improvement: one iteration's training data
+# ----------------------------------------------------------------------------
+
+
+def sample_answers(lm, params, task, problems, n, key, config, mesh) -> list[list[list[int]]]:
+  """n sampled answers per question, at self_improve.temperature."""
+  ids = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key,
+                       Sample(temperature=config.self_improve.temperature), answer_sampler(task, config), mesh,
+                       pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=n)[0]
+  return [ids[i * n:(i + 1) * n] for i in range(len(problems))]
+
+
+def vanilla_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[list[tuple[int, str, str]], dict]:
+  """Vanilla self-improvement: the loop's whole actor-sample budget as samples, the correct ones kept."""
+  s = config.self_improve
+  n = s.samples + s.refine_budget * s.refine_rounds
+  groups = sample_answers(lm, actor, task, problems, n, key, config, mesh)
+  rows = [(q, task.text(a), "sample") for q, (p, g) in enumerate(zip(problems, groups)) for a in g
+          if task.reward(p, a)]
+  return rows, {"actor_samples": n * len(problems), "critiques": 0}
+
+
+def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[list[tuple[int, str, str]],
+                                                                                      dict]:
+  """Critique-in-the-loop: N samples per question; the wrong ones (at most refine_budget per question, as the
+  released pipeline knows them from the gold answer) are critiqued and refined; correct originals and correct
+  refinements kept."""
+  s = config.self_improve
+  groups = sample_answers(lm, actor, task, problems, s.samples, key, config, mesh)
+  rows = [(q, task.text(a), "sample") for q, (p, g) in enumerate(zip(problems, groups)) for a in g
+          if task.reward(p, a)]
+  wrong = [(q, a) for q, (p, g) in enumerate(zip(problems, groups))
+           for a in [a for a in g if not task.reward(p, a)][:s.refine_budget]]
+  chains = critique_and_refine(lm, actor, critic, task, [problems[q] for q, _ in wrong], [a for _, a in wrong],
+                               s.refine_rounds, jax.random.fold_in(key, 1), Sample(temperature=s.temperature),
+                               config, mesh)
+  refined = 0
+  for (q, _), final in zip(wrong, chains.answers[-1]):  # an unrefined answer is still the wrong one
+    if task.reward(problems[q], final):
+      rows.append((q, task.text(final), "refinement"))
+      refined += 1
+  return rows, dict(chains.stats, actor_samples=s.samples * len(problems) + chains.stats["refined"],
+                    wrong_critiqued=len(wrong), correct_refinements=refined)
+
+
+ITERATION_DATA = {"critique": critique_loop_rows, "vanilla": vanilla_rows}
+
+
+def data_stats(rows, levels, num_questions: int) -> dict:
+  """Rows kept, their sources, the share from each difficulty level, and the questions each level covers."""
+  row_levels = [levels[q] for q, _, _ in rows]
+  covered = {q for q, _, _ in rows}
+  per_level = {str(k): sum(lv == k for lv in levels) for k in range(1, cd.LEVELS + 1)}
+  return {"rows": len(rows), "from_samples": sum(src == "sample" for _, _, src in rows),
+          "from_refinements": sum(src == "refinement" for _, _, src in rows),
+          "level_share": cd.level_shares(row_levels),
+          "hard_share": sum(lv >= cd.LEVELS - 1 for lv in row_levels) / max(1, len(rows)),
+          "questions_covered": {k: sum(levels[q] == int(k) for q in covered) / n if n else None
+                                for k, n in per_level.items()},
+          "num_questions": num_questions}
+
+
+# ----------------------------------------------------------------------------
+# The experiment
+# ----------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  s = config.self_improve
+  if s.mode not in MODES:
+    raise ValueError(f"config.self_improve.mode={s.mode!r}; expected one of {MODES}")
+  if config.task.name != "arith":
+    raise ValueError(f"config.task.name={config.task.name!r}: critique-in-the-loop runs on the built-in task "
+                     "('arith'); real-data critique construction needs a critic model given the reference, which "
+                     "is not here yet")
+  # MESH / DATA / MODEL
+  mesh = parallel.make_mesh(dict(config.mesh))
+  rules = parallel.rules_from_config(config)
+  task = make_task(config.task)
+  data = BuiltinCriticData(task, config)
+  claim_workdir(workdir, config)
+  lm, params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  runner = PhaseRunner(config, workdir, lm, mesh, writer, bar_keys=("loss",), rules=rules)
+  results, difficulty, iteration_cache = (EvalCache(workdir), EvalCache(workdir, "difficulty.json"),
+                                          EvalCache(workdir, "iterations.json"))
+  tokens = model_logprobs(lm, config.logprob_chunk)
+  answer_loss = build_loss_fn(sft.sft_loss, tokens, lambda b: sft.SFTBatch(b["mask_answer_BxT"]), sft.SFTConfig())
+
+  def sft_opt(c, steps):
+    return OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps, schedule="cosine",
+                           total_steps=max(1, steps), grad_clip_norm=1.0)
+
+  offsets = phase_offsets([("actor", config.generator.steps), ("critic", config.critic.steps)]
+                          + [(f"iter{i}/actor", s.steps) for i in range(1, s.iterations + 1)])
+
+  # ACTOR: solve (with a carry habit), self-correct, refine given a critique
+  c = config.generator
+  base = runner.run("actor", c.steps, sft_opt(c, c.steps), params, answer_loss,
+                    lambda step, state: (data.generator_batch(step), {}), offsets["actor"][0])
+
+  # DIFFICULTY: the base actor's pass rate on the held-out and the training questions
+  heldout = task.eval_problems
+  questions = task.train_problems(config.seed, "self_improve", 0, s.questions)
+  d = config.difficulty
+
+  def passes(name, problems):
+    key = jax.random.fold_in(jax.random.key(config.seed), stream_id(f"difficulty/{name}"))
+    return difficulty.get(name, lambda: {"passes": cd.pass_counts(lm, base, task, problems, d.samples,
+                                                                   d.temperature, key, config, mesh),
+                                         "samples": d.samples})["passes"]
+  heldout_levels = [cd.difficulty_level(n, d.samples) for n in passes("heldout", heldout)]
+  question_levels = [cd.difficulty_level(n, d.samples) for n in passes("questions", questions)]
+  dev = task.dev_problems(config.eval.dev_problems)
+
+  def evaluate_actor(name, p, extra=None):
+    def compute():
+      out = actor_accuracy(lm, p, task, heldout, heldout_levels, config, mesh)
+      out["dev_accuracy"] = actor_accuracy(lm, p, task, dev, [1] * len(dev), config, mesh)["accuracy"]
+      out.update(extra or {})
+      step = offsets[f"{name}/actor"][1] if f"{name}/actor" in offsets else offsets["actor"][1]
+      writer.write(step, name, {f"eval_{k}": out[k] for k in ("accuracy", "accuracy_sampled", "dev_accuracy")})
+      return out
+    return results.get(name, compute)
+
+  evaluate_actor("iter0", base, {"heldout_level_share": cd.level_shares(heldout_levels),
+                                 "question_level_share": cd.level_shares(question_levels)})
+
+  critic = None
+  if s.mode == "critique":
+    # CRITIQUE DATA: RG1-RG3 from the actor's own samples, feedback, the refinement filter
+    records, counts = cd.load_or_build(os.path.join(workdir, "critique_data.jsonl"),
+                                       lambda: cd.build_records(lm, base, task, config, mesh))
+    results.get("critique_data", lambda: counts)
+    sft_rows = cd.critique_rows(task, records)
+    if not sft_rows:
+      raise ValueError(f"{workdir}/critique_data.jsonl: no critique was kept (counts: "
+                       f"{cd.source_counts(records)}); the refinement filter dropped them all")
+
+    # CRITIC: SFT on the kept critiques, from the actor
+    c = config.critic
+    critique_loss = build_loss_fn(sft.sft_loss, tokens, lambda b: sft.SFTBatch(b["mask_critique_BxT"]),
+                                  sft.SFTConfig())
+
+    def critic_batch(step, state):
+      chosen = endless_shuffle(sft_rows, config.seed, "critic", step, c.batch_size)
+      return to_batch([[Segment(p), Segment(t, "critique")] for p, t in chosen], task.tokenizer.pad_id,
+                      ("critique",)), {}
+    critic = runner.run("critic", c.steps, sft_opt(c, c.steps), base, critique_loss, critic_batch,
+                        offsets["critic"][0])
+    solutions, cut = data.heldout(lm, base, mesh)
+    check_context(lm, task, solutions, config)
+    results.get("critic", lambda: dict(evaluate_critic(lm, critic, base, task, solutions, config, mesh),
+                                       cut_off=cut))
+
+    # TEST TIME: plain sampling against critique-and-refine at equal tokens
+    results.get("test_time", lambda: test_time(lm, base, critic, task, heldout, heldout_levels, config, mesh))
+
+  # SELF-IMPROVEMENT: each iteration's actor samples, its data fine-tunes the base actor afresh
+  make_rows, actor = ITERATION_DATA[s.mode], base
+  for i in range(1, s.iterations + 1):
+    name = f"iter{i}"
+    key = jax.random.fold_in(jax.random.key(config.seed), stream_id(f"self_improve/{name}"))
+    built = iteration_cache.get(name, lambda: dict(zip(("rows", "stats"), make_rows(
+        lm, actor, critic, task, questions, key, config, mesh))))
+    rows, stats = [tuple(r) for r in built["rows"]], dict(built["stats"], **data_stats(
+        built["rows"], question_levels, len(questions)))
+    if not rows:
+      print(f"{name}: nothing correct to train on ({stats}); the actor stays the one before")
+      evaluate_actor(name, actor, dict(stats, empty=True))
+      continue
+    ids = [(task.prompt_ids(questions[q]), task.answer_ids(text)) for q, text, _ in rows]
+
+    def make_batch(step, state, ids=ids, phase=f"{name}/actor"):
+      chosen = endless_shuffle(ids, config.seed, phase, step, s.batch_size)
+      return to_batch([[Segment(p), Segment(a, "answer")] for p, a in chosen], task.tokenizer.pad_id,
+                      ("answer",)), {}
+    actor = runner.run(f"{name}/actor", s.steps, sft_opt(s, s.steps), base, answer_loss, make_batch,
+                       offsets[f"{name}/actor"][0])
+    evaluate_actor(name, actor, stats)
+
+  # REPORT
+  writer.close()
+  iterations = {f"iter{i}": results.results[f"iter{i}"] for i in range(s.iterations + 1)}
+  print(format_table(iterations, TABLE_KEYS))
+  if "test_time" in results:
+    for row in results.results["test_time"]["rows"]:
+      print(f"{row['method']:>10} x{row['chains']} ({row['tokens']:.0f} tokens): MV {row['mv']:.1%}, pass "
+            f"{row['pass']:.1%}; plain sampling MV@{row['plain_k']} ({row['plain_tokens']:.0f} tokens) "
+            f"{row['plain_mv']:.1%}, pass@{row['plain_k']} {row['plain_pass']:.1%}")
+  if jax.process_index() == 0:
+    if read_jsonl(writer.path):
+      plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
+          "held-out accuracy": ("eval_accuracy", "eval_accuracy_sampled", "eval_dev_accuracy"),
+          "loss": ("loss",)})
+    plot_levels(iterations, os.path.join(workdir, "difficulty.png"))
+  return results.results
+
+
+def plot_levels(iterations: dict, out_path: str) -> None:
+  """Two panels per run: each iteration's share of training data per level, and its accuracy per level."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  levels = range(1, cd.LEVELS + 1)
+  fig, (share, acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+  for name, entry in iterations.items():
+    if "level_share" in entry:
+      share.plot(levels, [entry["level_share"][str(k)] for k in levels], marker="o", label=name)
+    acc.plot(levels, [np.nan if (v := entry["levels_sampled"][str(k)]) is None else v for k in levels], marker="o",
+             label=name)
+  share.set(title="training data per difficulty level", xlabel="level (5: hardest)", ylabel="share")
+  acc.set(title="held-out accuracy (sampled) per level", xlabel="level (5: hardest)", ylabel="accuracy")
+  for ax in (share, acc):
+    ax.set_xticks(list(levels))
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
