@@ -42,18 +42,12 @@ def get_config(arg: str = ""):
 
   c.model = config_blocks.tiny_model()
 
-  # The actor (read by critic_data.BuiltinCriticData.generator_batch): solves, self-corrects, refines.
-  c.generator = ml_collections.ConfigDict()
-  c.generator.steps = 300  # SFT steps
-  c.generator.batch_size = 32
-  c.generator.learning_rate = 3e-3
-  c.generator.warmup_steps = 50
-  c.generator.clean_steps = 150  # first steps: right solutions (the model learns the task before its habit)
-  c.generator.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
-  c.generator.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
-  c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
-  c.generator.max_new_tokens = 48  # per answer (a 3-step solution is at most ~36 characters)
-  c.generator.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
+  # The actor: solves (with a carry habit), self-corrects, refines given a critique.
+  c.generator = config_blocks.arith_generator()
+  c.generator.steps = 600  # at 300 its samples are right 7% of the time, at 600 34%, spread over the 5 levels
+  c.generator.clean_steps = 300
+  c.generator.error_rate = 0.1
+  c.generator.carry_slip_rate = 0.5  # the habit that makes the hard levels: k carries, all right 0.5**k
 
   # Held-out solutions the critic is scored on (ProcessBench format, one per generator and eval problem).
   c.solutions = ml_collections.ConfigDict()
@@ -90,7 +84,8 @@ def get_config(arg: str = ""):
   c.difficulty.temperature = 1.0
 
   c.test_time = ml_collections.ConfigDict()
-  c.test_time.temperature = 1.0  # the actor's answers and refinements (critiques are greedy)
+  c.test_time.temperature = 1.0  # the actor's answers (critiques are greedy)
+  c.test_time.refine_temperature = 0.0  # the actor's refinements; 0: greedy (sampled ones keep its habit)
   c.test_time.max_samples = 32  # plain samples per problem (MV@k, pass@k up to k = 32)
   c.test_time.chains = (1, 2, 4)  # critique-and-refine chains per problem, majority-voted
   c.test_time.sequential_rounds = 3  # sequential mode: critique and refine until accepted, at most this often
@@ -102,9 +97,11 @@ def get_config(arg: str = ""):
   c.self_improve.samples = 4  # answers sampled per question (critique mode)
   c.self_improve.refine_budget = 4  # wrong answers critiqued and refined per question, at most
   c.self_improve.refine_rounds = 1  # critique-and-refine rounds per wrong answer
-  c.self_improve.temperature = 1.0  # the answers' and the refinements' sampling temperature
+  c.self_improve.temperature = 1.0  # the answers' sampling temperature
+  c.self_improve.refine_temperature = 0.0  # the refinements'; 0: greedy
   c.self_improve.steps = 100  # SFT steps per iteration, from the base actor
   c.self_improve.batch_size = 32
+  c.self_improve.replay_share = 0.25  # of its steps: the base SFT's refine rows, so the actor keeps that skill
   c.self_improve.learning_rate = 1e-3
   c.self_improve.warmup_steps = 10
 

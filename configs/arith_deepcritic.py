@@ -43,18 +43,7 @@ def get_config(arg: str = ""):
 
   c.model = config_blocks.tiny_model()
 
-  # The generator: solves and self-corrects ([x, y1, p, y2], both attempts trained), and refines given a critique.
-  c.generator = ml_collections.ConfigDict()
-  c.generator.steps = 300  # SFT steps
-  c.generator.batch_size = 32
-  c.generator.learning_rate = 3e-3
-  c.generator.warmup_steps = 50
-  c.generator.clean_steps = 150  # first steps: right solutions (the model learns the task before its habit)
-  c.generator.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
-  c.generator.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
-  c.generator.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
-  c.generator.max_new_tokens = 48  # per answer (a 3-step solution is at most ~36 characters)
-  c.generator.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
+  c.generator = config_blocks.arith_generator()  # solves (with a carry habit), self-corrects, refines
 
   # Solutions to critique, and their generators (the subsets of the ProcessBench-format tables).
   c.solutions = ml_collections.ConfigDict()

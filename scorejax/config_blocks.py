@@ -37,6 +37,23 @@ def tiny_model() -> ml_collections.ConfigDict:
   return m
 
 
+def arith_generator() -> ml_collections.ConfigDict:
+  """The built-in task's solver, trained from scratch (`critic_data.BuiltinCriticData.generator_batch`): it
+  solves ([x, y1, p, y2], both attempts trained, with a carry habit) and refines given a critique."""
+  g = ml_collections.ConfigDict()
+  g.steps = 300  # SFT steps
+  g.batch_size = 32
+  g.learning_rate = 3e-3
+  g.warmup_steps = 50
+  g.clean_steps = 150  # first steps: right solutions (the model learns the task before its habit)
+  g.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
+  g.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
+  g.carry_slip_rate = 0.6  # the habit: a carry or borrow is dropped this often
+  g.max_new_tokens = 48  # per answer (a 3-step solution is at most ~36 characters)
+  g.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
+  return g
+
+
 def checkpointing(every: int) -> ml_collections.ConfigDict:
   k = ml_collections.ConfigDict()
   k.every = every  # steps between checkpoints

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -142,6 +144,17 @@ def run_main(args, workdir, *extra):
   """Runs an experiment to the end in a subprocess (10 minutes at most); returns the CompletedProcess."""
   return subprocess.run(main_command(args, workdir, *extra), capture_output=True, text=True, timeout=600,
                         env=main_env())
+
+
+def killed_main(args, workdir, ready, timeout: float = 300):
+  """Starts an experiment and SIGKILLs it as soon as `ready()` holds (or it ends, or `timeout` seconds pass)."""
+  proc = subprocess.Popen(main_command(args, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=main_env())
+  deadline = time.time() + timeout
+  while not ready() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
 
 
 def finished_main(args, workdir):

@@ -3,15 +3,13 @@ the step search."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import config_with, finished_main, main_command, main_env, run_main
+from hf_fixtures import config_with, finished_main, killed_main, main_env, run_main
 
 from scorejax import parallel
 from scorejax.experiments import spc
@@ -76,13 +74,8 @@ def test_main_writes_every_output(finished_run):
 
 def test_sigkill_mid_round_then_rerun_gives_the_same_results(finished_run, tmp_path):
   workdir, _ = finished_run
-  proc = subprocess.Popen(main_command(TINY, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          env=main_env())
-  deadline = time.time() + 300
-  while not (tmp_path / "games.json").exists() and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.2)
-  os.kill(proc.pid, signal.SIGKILL)  # inside round 1: its games played, its learning under way
-  proc.wait()
+  # Killed inside round 1: its games played, its learning under way.
+  killed_main(TINY, tmp_path, lambda: (tmp_path / "games.json").exists())
   assert not json.loads((tmp_path / "eval.json").read_text()).get("round2")
   rerun = _main(tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]

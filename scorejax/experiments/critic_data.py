@@ -215,20 +215,33 @@ class BuiltinCriticData:
     rng = np.random.default_rng([config.seed, stream_id("generator"), step])
     noisy = step >= c.clean_steps
     error_rate, slip = (c.error_rate, c.carry_slip_rate) if noisy else (c.clean_error_rate, 0.0)
-    refine = rng.random() < c.refine_share
+    if rng.random() < c.refine_share:
+      return to_batch(self._refine_rows(problems, rng, error_rate, slip), task.tokenizer.pad_id, ("answer",))
     rows = []
     for problem in problems:
       y1 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
-      if refine:
-        text = critiques.write_critique(problem, y1.lines)
-        target = arith.format_solution(fixed_steps(problem, y1.lines, y1.label, rng, slip))
-        rows.append([Segment(refine_ids(task, Solution(problem, y1.lines, y1.label, "writer"), text)),
-                     Segment(task.answer_ids(target), "answer")])
-      else:
-        y2 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
-        rows.append([Segment(task.prompt_ids(problem)), Segment(task.answer_ids(y1.text), "answer"),
-                     Segment(task.instruction_ids), Segment(task.answer_ids(y2.text), "answer")])
+      y2 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
+      rows.append([Segment(task.prompt_ids(problem)), Segment(task.answer_ids(y1.text), "answer"),
+                   Segment(task.instruction_ids), Segment(task.answer_ids(y2.text), "answer")])
     return to_batch(rows, task.tokenizer.pad_id, ("answer",))
+
+  def _refine_rows(self, problems, rng, error_rate: float, slip: float) -> list[list[Segment]]:
+    """[x, y1, the checker's critique -> y1 fixed at the flagged step, continued with the habit] rows."""
+    task, rows = self.task, []
+    for problem in problems:
+      y1 = arith.write_solution(problem, rng, error_rate, carry_slip_rate=slip)
+      text = critiques.write_critique(problem, y1.lines)
+      target = arith.format_solution(fixed_steps(problem, y1.lines, y1.label, rng, slip))
+      rows.append([Segment(refine_ids(task, Solution(problem, y1.lines, y1.label, "writer"), text)),
+                   Segment(task.answer_ids(target), "answer")])
+    return rows
+
+  def refine_rows(self, stream: str, step: int, n: int) -> list[list[Segment]]:
+    """n of the generator's (noisy) refine rows, a function of (stream, step): replayed to keep the skill."""
+    c = self.config.generator
+    rng = np.random.default_rng([self.config.seed, stream_id(stream), step])
+    return self._refine_rows(self.task.train_problems(self.config.seed, stream, step, n), rng, c.error_rate,
+                             c.carry_slip_rate)
 
   def sft_steps(self) -> int:
     return self.config.sft.steps

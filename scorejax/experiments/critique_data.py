@@ -59,11 +59,9 @@ from scorejax.tasks import arith, templates
 from scorejax.tasks.arith import critiques
 from scorejax.tasks.base import stream_id
 from scorejax.tasks.math_task import MathProblem
-from scorejax.tasks.records import RecordError
+from scorejax.tasks.records import RecordError, field, iter_records, string_list
 
 SOURCES = ("rg1", "rg2", "rg3")  # the ways to a flawed solution; "correct" (right rg1 samples) is added to rg1's
-FIELDS = ("id", "source", "problem", "answer", "steps", "label", "error_type", "step", "critique", "critique_index",
-          "refinement", "refined_correct", "kept")
 LEVELS = 5  # difficulty levels by pass rate, as the paper bins them: 1 (easiest) .. 5 (hardest)
 
 
@@ -100,22 +98,20 @@ def write_records(path: str, records: Sequence[CritiqueRecord]) -> None:
 
 
 def read_records(path: str) -> list[CritiqueRecord]:
-  """The records of a critique-data JSONL; a line that is not one names the file, the line and the field."""
+  """The records of a critique-data JSONL; a row that is not one names the file, the line and the field."""
   out = []
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise RecordError(f"{path}:{n}: not JSON ({e})") from None
-      missing = [k for k in FIELDS if k not in row]
-      if missing:
-        raise RecordError(f"{path}:{n}: missing field(s) {missing}; a critique record has {list(FIELDS)}")
-      if row["source"] not in SOURCES + ("correct",):
-        raise RecordError(f"{path}:{n}: source {row['source']!r}; expected one of {SOURCES + ('correct',)}")
-      out.append(CritiqueRecord(**dict(row, steps=tuple(row["steps"]))))
+  for where, row in iter_records(path):
+    source = field(row, "source", str, where)
+    if source not in SOURCES + ("correct",):
+      raise RecordError(f"{where}: source {source!r}; expected one of {SOURCES + ('correct',)}")
+    out.append(CritiqueRecord(
+        id=field(row, "id", str, where), source=source, problem=field(row, "problem", str, where),
+        answer=field(row, "answer", str, where), steps=string_list(row, "steps", where),
+        label=field(row, "label", int, where), error_type=field(row, "error_type", str, where, optional=True),
+        step=field(row, "step", int, where, optional=True), critique=field(row, "critique", str, where),
+        critique_index=field(row, "critique_index", int, where, optional=True),
+        refinement=field(row, "refinement", str, where), refined_correct=field(row, "refined_correct", bool, where),
+        kept=field(row, "kept", bool, where)))
   return out
 
 

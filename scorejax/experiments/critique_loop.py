@@ -20,7 +20,10 @@ Phases, each checkpointed and resumable on its own:
                  its wrong answers are critiqued and refined (within a
                  refinement budget); correct originals and correct
                  refinements are the data the base actor is fine-tuned on,
-                 afresh each iteration. `self_improve.mode=vanilla` keeps
+                 afresh each iteration, with `replay_share` of its steps on
+                 the base SFT's refine rows (in both modes: a model
+                 trained from scratch forgets how to refine in a hundred
+                 steps of answers alone, and the next iteration refines). `self_improve.mode=vanilla` keeps
                  only correct samples, with the loop's whole sample budget
                  spent on more of them.
 Difficulty is the base actor's pass rate over many samples per question, in
@@ -64,6 +67,10 @@ TABLE_KEYS = ("accuracy", "accuracy_sampled", "hard_share")
 # ----------------------------------------------------------------------------
 # Critique, refine, repeat
 # ----------------------------------------------------------------------------
+
+
+def sampling_rule(temperature: float):
+  return Greedy() if temperature == 0 else Sample(temperature=temperature)
 
 
 @dataclasses.dataclass
@@ -172,7 +179,7 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
   rows = [(i, j) for i in range(len(problems)) for j in range(n_max)]
   chains = critique_and_refine(lm, actor, critic, task, [problems[i] for i, _ in rows],
                                [groups[i][j] for i, j in rows], t.sequential_rounds,
-                               jax.random.fold_in(key, 1), rule, config, mesh)
+                               jax.random.fold_in(key, 1), sampling_rule(t.refine_temperature), config, mesh)
   out = {"num_problems": len(problems), "tokens_per_sample": per_sample, "max_samples": k_max,
          "plain": [plain_at(k) for k in sorted({1, 2, 4, 8, 16, k_max} & set(range(1, k_max + 1)))],
          "chain_stats": chains.stats, "rows": []}
@@ -226,7 +233,7 @@ def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> 
   wrong = [(q, a) for q, (p, g) in enumerate(zip(problems, groups))
            for a in [a for a in g if not task.reward(p, a)][:s.refine_budget]]
   chains = critique_and_refine(lm, actor, critic, task, [problems[q] for q, _ in wrong], [a for _, a in wrong],
-                               s.refine_rounds, jax.random.fold_in(key, 1), Sample(temperature=s.temperature),
+                               s.refine_rounds, jax.random.fold_in(key, 1), sampling_rule(s.refine_temperature),
                                config, mesh)
   refined = 0
   for (q, _), final in zip(wrong, chains.answers[-1]):  # an unrefined answer is still the wrong one
@@ -366,9 +373,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ids = [(task.prompt_ids(questions[q]), task.answer_ids(text)) for q, text, _ in rows]
 
     def make_batch(step, state, ids=ids, phase=f"{name}/actor"):
-      chosen = endless_shuffle(ids, config.seed, phase, step, s.batch_size)
-      return to_batch([[Segment(p), Segment(a, "answer")] for p, a in chosen], task.tokenizer.pad_id,
-                      ("answer",)), {}
+      # One kind of row per step, as in the base SFT: short answer rows are not padded to refine rows' length.
+      if np.random.default_rng([config.seed, stream_id(phase), step]).random() < s.replay_share:
+        rows = data.refine_rows(f"{phase}/replay", step, s.batch_size)
+      else:
+        rows = [[Segment(p), Segment(a, "answer")] for p, a in endless_shuffle(ids, config.seed, phase, step,
+                                                                                s.batch_size)]
+      return to_batch(rows, task.tokenizer.pad_id, ("answer",)), {}
     actor = runner.run(f"{name}/actor", s.steps, sft_opt(s, s.steps), base, answer_loss, make_batch,
                        offsets[f"{name}/actor"][0])
     evaluate_actor(name, actor, stats)

@@ -1,0 +1,158 @@
+"""Critique-in-the-loop end to end on a shrunken config: outputs, resume after SIGKILL, the config guard; the
+critique-and-refine chains and the iteration data on a stand-in critic."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from hf_fixtures import config_with, finished_main, killed_main, run_main
+
+from scorejax.experiments import critique_data as cd
+from scorejax.experiments import critique_loop
+from scorejax.experiments.deepcritic import Critiques
+from scorejax.tasks import arith
+from scorejax.tasks.arith import critiques
+from scorejax.tasks.base import make_task
+
+TINY = ["--config=configs/arith_critique_loop.py:smoke", "--config.task.eval_size=8",
+        "--config.critique_data.problems=12", "--config.critic.steps=6", "--config.difficulty.samples=2",
+        "--config.self_improve.questions=8", "--config.self_improve.steps=4", "--config.eval.dev_problems=4",
+        "--config.critique.max_new_tokens=64", "--config.checkpoint.every=5", "--config.checkpoint.async_save=False"]
+ITER_KEYS = {"accuracy", "accuracy_sampled", "levels", "levels_sampled", "dev_accuracy", "rows", "level_share",
+             "hard_share", "questions_covered", "actor_samples"}
+
+
+def _main(workdir, *extra):
+  return run_main(TINY, workdir, *extra)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  return finished_main(TINY, tmp_path_factory.mktemp("critique_loop"))
+
+
+def test_main_writes_every_output(finished_run):
+  workdir, proc = finished_run
+  results = json.loads((workdir / "eval.json").read_text())
+  assert set(results) == {"iter0", "critique_data", "critic", "test_time", "iter1", "iter2"}
+  assert set(results["iter0"]["levels"]) == {"1", "2", "3", "4", "5"}
+  for name in ("iter1", "iter2"):
+    assert set(results[name]) >= ITER_KEYS
+    assert results[name]["actor_samples"] <= 8 * (2 + 2)  # samples + refinement budget per question
+  records = cd.read_records(str(workdir / "critique_data.jsonl"))
+  assert cd.source_counts(records) == {k: v for k, v in results["critique_data"].items() if k != "sampled"}
+  assert {r.source for r in records} <= {"rg1", "rg2", "rg3", "correct"}
+  assert set(results["critic"]) >= {"mean_f1", "subsets", "invalid", "num_solutions"}
+  tt = results["test_time"]
+  assert tt["num_problems"] == 8 and [p["k"] for p in tt["plain"]] == [1, 2, 4]
+  assert [(r["method"], r["chains"]) for r in tt["rows"]] == [("refine", 1), ("refine", 2), ("sequential", 1),
+                                                              ("sequential", 2)]
+  for row in tt["rows"]:
+    assert row["tokens"] >= tt["tokens_per_sample"] * 0.5 * row["chains"] and 1 <= row["plain_k"] <= 4
+  difficulty = json.loads((workdir / "difficulty.json").read_text())
+  assert len(difficulty["heldout"]["passes"]) == 8 and len(difficulty["questions"]["passes"]) == 8
+  assert set(json.loads((workdir / "iterations.json").read_text())) == {"iter1", "iter2"}
+  for phase in ("actor", "critic"):
+    assert os.listdir(workdir / "checkpoints" / phase)
+  assert (workdir / "curves.png").stat().st_size > 1000 and (workdir / "difficulty.png").stat().st_size > 1000
+  assert "accuracy" in proc.stdout and "plain sampling MV@" in proc.stdout
+
+
+def test_sigkill_mid_critic_then_rerun_gives_the_same_results(finished_run, tmp_path):
+  workdir, _ = finished_run
+  saved = tmp_path / "checkpoints" / "critic"
+  # Killed inside the critic's SFT: its data written, a checkpoint saved.
+  killed_main(TINY, tmp_path, lambda: saved.exists() and bool(os.listdir(saved)))
+  assert (tmp_path / "critique_data.jsonl").exists()
+  assert "critic" not in json.loads((tmp_path / "eval.json").read_text())
+  rerun = _main(tmp_path)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "eval.json").read_text())
+
+
+def test_rerun_with_another_config_is_refused(finished_run):
+  workdir, _ = finished_run
+  before = (workdir / "eval.json").read_text()
+  proc = _main(workdir, "--config.self_improve.mode=vanilla")
+  assert proc.returncode == 2 and "self_improve.mode: 'critique' -> 'vanilla'" in proc.stderr
+  assert (workdir / "eval.json").read_text() == before
+
+
+# ----------------------------------------------------------------------------
+# Chains and iteration data, on a stand-in critic and actor
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = config_with("arith_critique_loop.py", "smoke", {})
+  return config, make_task(config.task)
+
+
+def _stand_ins(monkeypatch, task, critic_of, refined_of):
+  """The critic's critique `critic_of(solution)` and the actor's refinement `refined_of(solution)` (texts)."""
+  def fake_critique(lm, params, task_, solutions, key, rule, config, mesh, n=1):
+    texts = [critic_of(s) for s in solutions]
+    predicted = [task.parse_critique(t, len(s.steps)) for s, t in zip(solutions, texts)]
+    return Critiques(texts, [task.answer_ids(t) for t in texts], [[] for _ in texts],
+                     np.array([-2 if not isinstance(p, int) else p for p in predicted], np.int32))
+
+  def fake_refine(lm, params, task_, solutions, texts, key, rule, config, mesh):
+    return [task.answer_ids(refined_of(s)) for s in solutions]
+  monkeypatch.setattr(critique_loop, "critique", fake_critique)
+  monkeypatch.setattr(cd, "refine", fake_refine)
+
+
+def _slipped(problem) -> str:
+  return arith.format_solution(arith.write_solution(problem, np.random.default_rng(0), 0.0, carry_slip_rate=1.0).lines)
+
+
+def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkeypatch):
+  config, task = setup
+  problems = [p for p in task.train_problems(0, "test", 0, 64) if task.earliest_error(
+      p, task.steps(_slipped(p))) >= 0][:3]
+  right = {p.text: arith.format_solution(arith.solution_lines(p)) for p in problems}
+  # The checker's critique, and a refinement that fixes everything: one round, then accepted.
+  _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, s.steps), lambda s: right[s.problem.text])
+  first = [task.answer_ids(_slipped(p)) for p in problems]
+  chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 3, jax.random.key(0), None, config,
+                                             None)
+  assert [task.reward(p, a) for p, a in zip(problems, chains.answers[1])] == [1.0] * 3
+  assert chains.answers[3] == chains.answers[1]  # accepted in round 2: nothing more is sampled
+  assert chains.stats == {"critiques": 6, "invalid_critiques": 0, "accepted": 3, "refined": 3, "no_answer": 0}
+  critique_1 = [len(task.answer_ids(critiques.write_critique(p, task.steps(_slipped(p))))) for p in problems]
+  critique_2 = [len(task.answer_ids(critiques.write_critique(p, arith.solution_lines(p)))) for p in problems]
+  refined = [len(task.answer_ids(right[p.text])) for p in problems]
+  np.testing.assert_array_equal(chains.tokens[1], np.array([len(f) for f in first]) + critique_1 + refined)
+  np.testing.assert_array_equal(chains.tokens[3], chains.tokens[1] + critique_2)
+  # An unreadable critique keeps the answer and ends the chain.
+  _stand_ins(monkeypatch, task, lambda s: "no verdict here", lambda s: right[s.problem.text])
+  chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 2, jax.random.key(0), None, config,
+                                             None)
+  assert chains.answers[2] == first and chains.stats["invalid_critiques"] == 3 and chains.stats["refined"] == 0
+
+
+def test_iteration_data_keeps_correct_samples_and_correct_refinements(setup, monkeypatch):
+  config, task = setup
+  problems = task.train_problems(0, "test", 0, 4)
+  right = {p.text: arith.format_solution(arith.solution_lines(p)) for p in problems}
+  wrong = {p.text: "Answer: 999" for p in problems}
+  # Each question: one right and one wrong sample (samples=2); the wrong one is refined right.
+  monkeypatch.setattr(critique_loop, "sample_answers", lambda lm, params, task_, qs, n, key, config_, mesh: [
+      [task.answer_ids(right[q.text]), task.answer_ids(wrong[q.text])] + [task.answer_ids(wrong[q.text])] * (n - 2)
+      for q in qs])
+  _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, s.steps), lambda s: right[s.problem.text])
+  rows, stats = critique_loop.critique_loop_rows(None, None, None, task, problems, jax.random.key(0), config, None)
+  assert sorted(rows) == sorted([(q, right[p.text], src) for q, p in enumerate(problems)
+                                 for src in ("sample", "refinement")])
+  assert stats["actor_samples"] == 4 * 2 + 4 and stats["correct_refinements"] == 4
+  # Vanilla spends the loop's whole budget (2 samples + 2 refinements per question) on samples.
+  rows, stats = critique_loop.vanilla_rows(None, None, None, task, problems, jax.random.key(0), config, None)
+  assert stats["actor_samples"] == 4 * 4 and sorted(rows) == sorted((q, right[p.text], "sample")
+                                                                    for q, p in enumerate(problems))
+  shares = critique_loop.data_stats(rows, [1, 5, 5, 4], 4)
+  assert shares["level_share"] == {"1": 0.25, "2": 0.0, "3": 0.0, "4": 0.25, "5": 0.5}
+  assert shares["hard_share"] == 0.75 and shares["questions_covered"]["5"] == 1.0
+  assert shares["questions_covered"]["2"] is None
