@@ -47,6 +47,8 @@ def test_main_writes_every_output(finished_run):
   assert set(results["critic"]) >= {"mean_f1", "subsets", "invalid", "num_solutions"}
   tt = results["test_time"]
   assert tt["num_problems"] == 8 and [p["k"] for p in tt["plain"]] == [1, 2, 4]
+  assert [r["round"] for r in tt["rounds"]] == [1, 2]
+  assert all(r["fixed"] + r["broken"] <= r["refined"] for r in tt["rounds"])
   assert [(r["method"], r["chains"]) for r in tt["rows"]] == [("refine", 1), ("refine", 2), ("sequential", 1),
                                                               ("sequential", 2)]
   for row in tt["rows"]:
@@ -112,7 +114,7 @@ def _slipped(problem) -> str:
 def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkeypatch):
   config, task = setup
   problems = [p for p in task.train_problems(0, "test", 0, 64) if task.earliest_error(
-      p, task.steps(_slipped(p))) >= 0][:3]
+      p, task.steps(_slipped(p))) >= 0 and not task.reward(p, task.answer_ids(_slipped(p)))][:3]
   right = {p.text: arith.format_solution(arith.solution_lines(p)) for p in problems}
   # The checker's critique, and a refinement that fixes everything: one round, then accepted.
   _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, s.steps), lambda s: right[s.problem.text])
@@ -127,6 +129,10 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   refined = [len(task.answer_ids(right[p.text])) for p in problems]
   np.testing.assert_array_equal(chains.tokens[1], np.array([len(f) for f in first]) + critique_1 + refined)
   np.testing.assert_array_equal(chains.tokens[3], chains.tokens[1] + critique_2)
+  assert critique_loop.round_transitions(task, problems, chains) == [
+      {"round": 1, "accuracy": 1.0, "refined": 3, "fixed": 3, "broken": 0},
+      {"round": 2, "accuracy": 1.0, "refined": 0, "fixed": 0, "broken": 0},
+      {"round": 3, "accuracy": 1.0, "refined": 0, "fixed": 0, "broken": 0}]
   # An unreadable critique keeps the answer and ends the chain.
   _stand_ins(monkeypatch, task, lambda s: "no verdict here", lambda s: right[s.problem.text])
   chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 2, jax.random.key(0), None, config,

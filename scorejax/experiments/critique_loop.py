@@ -157,6 +157,19 @@ def voted_hits(task, problems, groups) -> np.ndarray:
   return np.array(out)
 
 
+def round_transitions(task, problems, chains: Chains) -> list[dict]:
+  """Per round of critique-and-refine, over all chains: the accuracy after it, and how many answers it
+  refined, fixed (wrong -> right) and broke (right -> wrong)."""
+  right = [np.array([task.reward(p, a) for p, a in zip(problems, answers)]) for answers in chains.answers]
+  out = []
+  for r in range(1, len(chains.answers)):
+    changed = np.array([a is not b for a, b in zip(chains.answers[r - 1], chains.answers[r])], bool)
+    out.append({"round": r, "accuracy": float(right[r].mean()), "refined": int(changed.sum()),
+                "fixed": int((changed & (right[r - 1] == 0) & (right[r] == 1)).sum()),
+                "broken": int((changed & (right[r - 1] == 1) & (right[r] == 0)).sum())})
+  return out
+
+
 def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
   """MV@k and pass@k of plain samples, and of `n` chains of critique-and-refine (one pass, and sequential
   up to `sequential_rounds`), each chain against plain sampling at the chains' number of sampled tokens."""
@@ -182,7 +195,8 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
                                jax.random.fold_in(key, 1), sampling_rule(t.refine_temperature), config, mesh)
   out = {"num_problems": len(problems), "tokens_per_sample": per_sample, "max_samples": k_max,
          "plain": [plain_at(k) for k in sorted({1, 2, 4, 8, 16, k_max} & set(range(1, k_max + 1)))],
-         "chain_stats": chains.stats, "rows": []}
+         "chain_stats": chains.stats, "rounds": round_transitions(task, [problems[i] for i, _ in rows], chains),
+         "rows": []}
   for method, r in (("refine", 1), ("sequential", t.sequential_rounds)):
     for n in t.chains:
       final = [[chains.answers[r][i * n_max + j] for j in range(n)] for i in range(len(problems))]
