@@ -134,6 +134,10 @@ def _no_shaping(c):
   c.stage2.alpha = 0.0
 
 
+def _credit_return(c):
+  c.stage2.credit = "return"
+
+
 # Baselines and ablations of the SCoRe paper (Tables 2 and 4), each the same run with one change.
 VARIANTS = {
     "self_refine": _no_training,  # the base model with the self-correction prompt
@@ -142,6 +146,7 @@ VARIANTS = {
     "single_turn": _baseline("single_turn"),  # RL on the first attempt only
     "no_stage1": _no_stage1,  # SCoRe without Stage I
     "no_shaping": _no_shaping,  # SCoRe with alpha = 0
+    "credit_return": _credit_return,  # Stage II credits y1 with r1 + gamma * r_hat2 (return-to-go)
 }
 
 
@@ -160,6 +165,8 @@ def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s.kl_estimator = "k2"
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo (needs samples_per_prompt > 1), grpo
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
+  s.credit = "per_attempt"  # Stage II credit of y1: "per_attempt" (r1) or "return" (r1 + gamma * r_hat2)
+  s.gamma = 1.0  # credit="return": discount of r_hat2 in y1's return
   s.pair_error_rate = 0.5  # pair_sft: share of first attempts with an error (the rest are repeated)
   s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

@@ -134,6 +134,7 @@ def test_loss_factory_matches_direct_call():
         ({"kl_estimator": "k9"}, "kl_estimator='k9'"),
         ({"baseline": "mean"}, "baseline='mean'"),
         ({"group_size": 0}, "group_size must be >= 1"),
+        ({"credit": "discounted"}, "credit='discounted'"),
     ],
 )
 def test_config_errors(kwargs, message):
@@ -159,3 +160,62 @@ def test_shaping_baseline_moves_alpha_r1_into_y2s_baseline():
   np.testing.assert_allclose(y2_advantages(False), [4.0, 4.0, 8 / 3, -32 / 3], atol=1e-5)
   # (1 + alpha) * r2 = 11, 11, 0, 0 minus the others' mean: both failed y2s are pushed down alike.
   np.testing.assert_allclose(y2_advantages(True), [22 / 3, 22 / 3, -22 / 3, -22 / 3], atol=1e-5)
+
+
+# A tabular two-turn policy with rational probabilities: pi(y1 = right) = 1/4, pi(y2 = right | y1 wrong) = 1/2,
+# pi(y2 = right | y1 right) = 3/4. Its 16 equally weighted rows, (y1, y2) = (0, 0) x6, (0, 1) x6, (1, 0) x1,
+# (1, 1) x3, are the exact distribution: a loss averaged over them has the exact expected gradient.
+THETA1 = jnp.log(jnp.array([3.0, 1.0]))  # logits of y1 in {wrong, right}
+THETA2 = jnp.log(jnp.array([[1.0, 1.0], [1.0, 3.0]]))  # logits of y2 given y1
+Y1 = jnp.array([0] * 12 + [1] * 4)
+Y2 = jnp.array([0] * 6 + [1] * 6 + [0] + [1] * 3)
+
+
+def _tabular_grads(config):
+  """-d loss / d (theta1, theta2) of stage2_loss over the 16 rows: the expected ascent direction."""
+  def loss(theta1, theta2):
+    logp1 = jax.nn.log_softmax(theta1)[Y1][:, None]
+    logp2 = jax.nn.log_softmax(theta2, axis=-1)[Y1, Y2][:, None]
+    ones = jnp.ones_like(logp1)
+    batch = score.ScoreBatch(jax.lax.stop_gradient(logp1), ones, jax.lax.stop_gradient(logp2), ones,
+                             Y1.astype(jnp.float32), Y2.astype(jnp.float32))
+    return score.stage2_loss(score.AttemptLogprobs(logp1, logp2), batch, config)[0]
+  g1, g2 = jax.grad(loss, argnums=(0, 1))(THETA1, THETA2)
+  return -g1, -g2
+
+
+def _closed_form(weight_r1: float, weight_r2: float, alpha: float):
+  """The exact gradients of the incentives in closed form: y1's E[weight_r1 * r1 + weight_r2 * E[r2 | y1]]
+  through pi(y1), and y2's (1 + alpha) * E_y1[ E[r2 | y1] ] through pi(y2 | y1)."""
+  def y1_incentive(theta1):
+    p1 = jax.nn.softmax(theta1)
+    q = jax.nn.softmax(THETA2, axis=-1)[:, 1]  # P(y2 right | y1)
+    return jnp.sum(p1 * (weight_r1 * jnp.array([0.0, 1.0]) + weight_r2 * q))
+
+  def y2_incentive(theta2):
+    return (1 + alpha) * jnp.sum(jax.nn.softmax(THETA1) * jax.nn.softmax(theta2, axis=-1)[:, 1])
+  return jax.grad(y1_incentive)(THETA1), jax.grad(y2_incentive)(THETA2)
+
+
+def test_per_attempt_credit_by_exact_enumeration():
+  config = score.ScoreConfig(alpha=10.0, beta1=0.0, baseline="none")
+  g1, g2 = _tabular_grads(config)
+  want1, want2 = _closed_form(1.0, 0.0, alpha=10.0)
+  np.testing.assert_allclose(g1, want1, atol=1e-6)  # y1: E[r1] only
+  np.testing.assert_allclose(g2, want2, atol=1e-6)  # y2: (1 + alpha) x E[r2]: the -alpha * r1 term adds nothing
+  _, unshaped = _tabular_grads(score.ScoreConfig(alpha=0.0, beta1=0.0, baseline="none"))
+  np.testing.assert_allclose(g2, 11.0 * unshaped, atol=1e-6)
+  assert g1[1] > 0  # the first attempt is pushed towards right (a sign error would push it down)
+
+
+def test_return_credit_by_exact_enumeration():
+  alpha, gamma = 10.0, 1.0
+  config = score.ScoreConfig(alpha=alpha, beta1=0.0, baseline="none", credit="return", gamma=gamma)
+  g1, g2 = _tabular_grads(config)
+  want1, want2 = _closed_form(1 - gamma * alpha, gamma * (1 + alpha), alpha)
+  np.testing.assert_allclose(g1, want1, atol=1e-6)  # y1: (1 - gamma alpha) r1 + gamma (1 + alpha) E[r2 | y1]
+  np.testing.assert_allclose(g2, want2, atol=1e-6)  # y2 as under per-attempt credit
+  # y1 right: -9 + 11 * 3/4 = -0.75; y1 wrong: 11 * 1/2 = 5.5: a wrong first attempt pays.
+  assert g1[1] < 0
+  half = score.ScoreConfig(alpha=alpha, beta1=0.0, baseline="none", credit="return", gamma=0.05)
+  assert _tabular_grads(half)[0][1] > 0  # gamma * alpha < 1 keeps the incentive to be right first

@@ -112,5 +112,7 @@ def _stage(method, steps, alpha, beta1, beta2):
   s.kl_estimator = "k2"
   s.baseline = "rloo"  # REINFORCE baseline: none, batch_mean, rloo, grpo
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
+  s.credit = "per_attempt"  # Stage II credit of y1: "per_attempt" (r1) or "return" (r1 + gamma * r_hat2)
+  s.gamma = 1.0  # credit="return": discount of r_hat2 in y1's return
   s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

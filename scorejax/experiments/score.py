@@ -309,7 +309,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     c = config[phase]
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
-                                shaping_baseline=c.shaping_baseline)
+                                shaping_baseline=c.shaping_baseline, credit=c.credit, gamma=c.gamma)
     loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg)
     ref_params = params  # pi_ref: the model at the start of the stage
 

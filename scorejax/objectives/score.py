@@ -43,6 +43,8 @@ import jax.numpy as jnp
 
 from scorejax.objectives import advantages, kl, masks, policy_gradient
 
+CREDITS = ("per_attempt", "return")
+
 
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
@@ -57,10 +59,14 @@ class ScoreConfig:
   # Stage II: alpha * r1 is fixed once y1 is drawn, so it can be a baseline of y2's
   # advantage instead of a part of its reward (same expected gradient, less variance).
   shaping_baseline: bool = False
+  credit: str = "per_attempt"  # Stage II credit of y1: "per_attempt" (r1) or "return" (r1 + gamma * r_hat2)
+  gamma: float = 1.0  # "return": the discount of r_hat2 in y1's return
 
   def __post_init__(self):
     kl.get_estimator(self.kl_estimator)
     advantages.get_estimator(self.baseline)
+    if self.credit not in CREDITS:
+      raise ValueError(f"ScoreConfig.credit={self.credit!r}; expected one of {CREDITS}")
     if self.group_size < 1:
       raise ValueError(f"ScoreConfig.group_size must be >= 1, got {self.group_size}")
 
@@ -142,10 +148,24 @@ def stage2_loss(policy_logp: AttemptLogprobs, batch: ScoreBatch, config: ScoreCo
   same; what goes is the variance that other episodes' r1 adds through a
   group or batch baseline (e.g. a y2 that failed after a failed y1 no longer
   gains a positive advantage because a sibling episode went c->i).
-  Returns (loss, diagnostics).
+
+  Credit of y1 (`credit`; y2 is always credited with r_hat2):
+    per_attempt  A1 = baseline(r1), the paper's per-attempt rewards. In
+                 expectation r_hat2's -alpha * r1 term gives y2 no gradient
+                 (y1 is part of y2's context: E[grad log pi(y2 | x, y1)] = 0
+                 given y1), so shaping acts on y2 as a (1 + alpha) weight on
+                 r2, and on y1 not at all.
+    return       A1 = baseline(r1 + gamma * r_hat2), return-to-go: y1's
+                 incentive becomes (1 - gamma * alpha) * r1 + gamma * (1 + alpha)
+                 * E[r2 | y1], so for gamma * alpha > 1 a wrong first attempt
+                 pays when y2 fixes it: shaping then rewards y1 for being
+                 wrong, the collapse the paper's Stage I guards against.
+  Both are checked by exact enumeration on a tabular two-turn policy
+  (tests/test_score_objective.py). Returns (loss, diagnostics).
   """
   shaped_y2_B = shaped_second_reward(batch.reward_y1_B, batch.reward_y2_B, config.alpha)
-  advantage_y1_B = advantages.compute_advantages(config.baseline, batch.reward_y1_B, config.group_size)
+  y1_signal_B = batch.reward_y1_B if config.credit == "per_attempt" else batch.reward_y1_B + config.gamma * shaped_y2_B
+  advantage_y1_B = advantages.compute_advantages(config.baseline, y1_signal_B, config.group_size)
   y2_signal_B = shaped_y2_B + config.alpha * batch.reward_y1_B if config.shaping_baseline else shaped_y2_B
   advantage_y2_B = advantages.compute_advantages(config.baseline, y2_signal_B, config.group_size)
   loss_y1, aux_y1 = policy_gradient.reinforce_loss(
