@@ -20,25 +20,7 @@ from scorejax import config_blocks
 
 
 def get_config(arg: str = ""):
-  c = ml_collections.ConfigDict()
-  c.experiment = "critique_loop"  # scorejax.experiments.<experiment>.run(config, workdir)
-  c.seed = 0  # model init, data order and sampling keys
-  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: the remaining devices
-  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
-  c.log_every = 10  # steps between metrics.jsonl records
-  c.tensorboard = True  # also write TensorBoard event files
-  c.logprob_chunk = 64  # sequence positions per chunk of the log-prob computation
-
-  c.task = ml_collections.ConfigDict()
-  c.task.name = "arith"
-  c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
-      min_steps=2, max_steps=3, max_start=9, max_add=9, max_mul=3, max_value=20, ops="+-",
-      dev_fraction=0.1,  # the dev split: what settings are tuned on, never eval
-  ))
-  c.task.phrasing = "symbols"
-  c.task.eval_size = 500  # held-out problems
-  c.task.eval_seed = 1234
-  c.task.dev_seed = 1234
+  c = config_blocks.built_in_run("critique_loop", eval_size=500)
 
   c.model = config_blocks.tiny_model()
 

@@ -21,6 +21,33 @@ HF_MESHES = {
 }
 
 
+def built_in_run(experiment: str, eval_size: int) -> ml_collections.ConfigDict:
+  """A built-in-task config's common head: the run's knobs and the arithmetic task (2-3 '+'/'-' steps)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment  # scorejax.experiments.<experiment>.run(config, workdir)
+  c.seed = 0  # model init, data order and sampling keys
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # -1: the remaining devices
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
+  c.log_every = 10  # steps between metrics.jsonl records
+  c.tensorboard = True  # also write TensorBoard event files
+  c.logprob_chunk = 64  # sequence positions per chunk of the log-prob computation
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "arith"  # the built-in arithmetic task
+  c.task.difficulty = ml_collections.ConfigDict(dict(  # scorejax.tasks.arith.ArithConfig knobs
+      min_steps=2, max_steps=3,  # operations per problem
+      max_start=9, max_add=9, max_mul=3,  # start value, +/- operand, * operand ranges
+      max_value=20,  # every intermediate result stays in 0..max_value
+      ops="+-",  # operations a problem may use (a subset of "+-*")
+      dev_fraction=0.1,  # the dev split: held out like eval, what settings are tuned on
+  ))
+  c.task.phrasing = "symbols"  # "symbols" or "words"
+  c.task.eval_size = eval_size  # held-out problems
+  c.task.eval_seed = 1234  # which held-out problems
+  c.task.dev_seed = 1234  # which dev-split problems form the dev set
+  return c
+
+
 def tiny_model() -> ml_collections.ConfigDict:
   """The built-in task's model (models.tiny_arith), trained from scratch; set hf_dir to load a checkpoint."""
   m = ml_collections.ConfigDict()
