@@ -389,11 +389,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def make_batch(step, state, ids=ids, phase=f"{name}/actor"):
       # One kind of row per step, as in the base SFT: short answer rows are not padded to refine rows' length.
       if np.random.default_rng([config.seed, stream_id(phase), step]).random() < s.replay_share:
-        rows = data.refine_rows(f"{phase}/replay", step, s.batch_size)
+        chosen = data.refine_rows(f"{phase}/replay", step, s.batch_size)
       else:
-        rows = [[Segment(p), Segment(a, "answer")] for p, a in endless_shuffle(ids, config.seed, phase, step,
-                                                                                s.batch_size)]
-      return to_batch(rows, task.tokenizer.pad_id, ("answer",)), {}
+        chosen = [[Segment(p), Segment(a, "answer")] for p, a in endless_shuffle(ids, config.seed, phase, step,
+                                                                                  s.batch_size)]
+      return to_batch(chosen, task.tokenizer.pad_id, ("answer",)), {}
     actor = runner.run(f"{name}/actor", s.steps, sft_opt(s, s.steps), base, answer_loss, make_batch,
                        offsets[f"{name}/actor"][0])
     evaluate_actor(name, actor, stats)
