@@ -115,6 +115,13 @@ def final_answer(task, ids):
   return normalize_answer(value) if isinstance(value, str) else value
 
 
+def voted_reward(task, problem, group) -> float:
+  """The reward of a group of samples' majority answer (0 when none states one): self-consistency's score."""
+  stated = [final_answer(task, ids) for ids in group]
+  voted = evaluation.majority_vote(stated)
+  return 0.0 if voted is None else task.reward(problem, group[stated.index(voted)])
+
+
 def self_consistency(lm, params, task, problems: Sequence, votes: int, key: jax.Array, config: SearchConfig,
                      mesh) -> dict:
   """`votes` sampled solutions per problem, majority vote on the final answer; accuracy and tokens per problem."""
@@ -126,9 +133,7 @@ def self_consistency(lm, params, task, problems: Sequence, votes: int, key: jax.
   rewards, single = [], []
   for i, p in enumerate(problems):
     group = ids[i * votes:(i + 1) * votes]
-    stated = [final_answer(task, g) for g in group]
-    voted = evaluation.majority_vote(stated)
-    rewards.append(0.0 if voted is None else task.reward(p, group[stated.index(voted)]))
+    rewards.append(voted_reward(task, p, group))
     single.append(np.mean([task.reward(p, g) for g in group]))
   return {"votes": votes, "acc": float(np.mean(rewards)), "acc_single_sample": float(np.mean(single)),
           "tokens": float(np.mean([len(g) for g in ids]) * votes)}

@@ -146,7 +146,7 @@ def test_iteration_data_keeps_correct_samples_and_correct_refinements(setup, mon
   right = {p.text: arith.format_solution(arith.solution_lines(p)) for p in problems}
   wrong = {p.text: "Answer: 999" for p in problems}
   # Each question: one right and one wrong sample (samples=2); the wrong one is refined right.
-  monkeypatch.setattr(critique_loop, "sample_answers", lambda lm, params, task_, qs, n, key, config_, mesh: [
+  monkeypatch.setattr(cd, "answer_groups", lambda lm, params, task_, qs, n, key, rule, config_, mesh: [
       [task.answer_ids(right[q.text]), task.answer_ids(wrong[q.text])] + [task.answer_ids(wrong[q.text])] * (n - 2)
       for q in qs])
   _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, s.steps), lambda s: right[s.problem.text])

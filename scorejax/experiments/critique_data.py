@@ -61,7 +61,8 @@ from scorejax.tasks.base import stream_id
 from scorejax.tasks.math_task import MathProblem
 from scorejax.tasks.records import RecordError, field, iter_records, string_list
 
-SOURCES = ("rg1", "rg2", "rg3")  # the ways to a flawed solution; "correct" (right rg1 samples) is added to rg1's
+SOURCES = ("rg1", "rg2", "rg3")  # the ways to a flawed solution
+RECORD_SOURCES = SOURCES + ("correct",)  # a record's source: "correct" holds the right rg1 samples
 LEVELS = 5  # difficulty levels by pass rate, as the paper bins them: 1 (easiest) .. 5 (hardest)
 
 
@@ -102,8 +103,8 @@ def read_records(path: str) -> list[CritiqueRecord]:
   out = []
   for where, row in iter_records(path):
     source = field(row, "source", str, where)
-    if source not in SOURCES + ("correct",):
-      raise RecordError(f"{where}: source {source!r}; expected one of {SOURCES + ('correct',)}")
+    if source not in RECORD_SOURCES:
+      raise RecordError(f"{where}: source {source!r}; expected one of {RECORD_SOURCES}")
     out.append(CritiqueRecord(
         id=field(row, "id", str, where), source=source, problem=field(row, "problem", str, where),
         answer=field(row, "answer", str, where), steps=string_list(row, "steps", where),
@@ -118,7 +119,7 @@ def read_records(path: str) -> list[CritiqueRecord]:
 def source_counts(records: Sequence[CritiqueRecord]) -> dict:
   """Per source: records written, critiques that parse, refinements that reach the answer, records kept."""
   out = {}
-  for source in SOURCES + ("correct",):
+  for source in RECORD_SOURCES:
     rows = [r for r in records if r.source == source]
     out[source] = {"written": len(rows), "parsed": sum(r.critique_index is not None for r in rows),
                    "refined_correct": sum(r.refined_correct for r in rows), "kept": sum(r.kept for r in rows)}
@@ -138,12 +139,17 @@ def difficulty_level(passes: int, samples: int) -> int:
   return max(1, LEVELS - passes * LEVELS // samples)
 
 
+def answer_groups(lm, params, task, problems, n: int, key, rule, config, mesh) -> list[list[list[int]]]:
+  """n answers (token ids) to each problem by `rule`, one group per problem."""
+  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key, rule, answer_sampler(task, config),
+                          mesh, pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=n)
+  return [ids[i * n:(i + 1) * n] for i in range(len(problems))]
+
+
 def pass_counts(lm, params, task, problems, samples: int, temperature: float, key, config, mesh) -> list[int]:
   """How many of `samples` sampled solutions to each problem reach its answer."""
-  ids, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key, Sample(temperature=temperature),
-                          answer_sampler(task, config), mesh, pad_id=task.tokenizer.pad_id,
-                          batch_size=config.eval.batch_size, n=samples)
-  return [int(sum(task.reward(p, a) for a in ids[i * samples:(i + 1) * samples])) for i, p in enumerate(problems)]
+  groups = answer_groups(lm, params, task, problems, samples, key, Sample(temperature=temperature), config, mesh)
+  return [int(sum(task.reward(p, a) for a in g)) for p, g in zip(problems, groups)]
 
 
 def level_shares(levels: Sequence[int]) -> dict[str, float]:

@@ -56,7 +56,7 @@ from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
 from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample
-from scorejax.search import final_answer, votes_at_tokens
+from scorejax.search import final_answer, voted_reward, votes_at_tokens
 from scorejax.tasks.base import endless_shuffle, make_task, stream_id
 from scorejax.train_step import OptimizerConfig
 
@@ -132,12 +132,10 @@ def actor_accuracy(lm, params, task, problems, levels, config, mesh) -> dict:
   greedy = sample_batched(lm, params, prompts, jax.random.key(0), Greedy(), answer_sampler(task, config), mesh,
                           pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
   e = config.eval
-  sampled = sample_batched(lm, params, prompts, jax.random.key(1), Sample(temperature=e.temperature),
-                           answer_sampler(task, config), mesh, pad_id=task.tokenizer.pad_id,
-                           batch_size=config.eval.batch_size, n=e.samples)[0]
+  sampled = cd.answer_groups(lm, params, task, problems, e.samples, jax.random.key(1),
+                             Sample(temperature=e.temperature), config, mesh)
   hits = [task.reward(p, a) for p, a in zip(problems, greedy)]
-  mean = [np.mean([task.reward(p, a) for a in sampled[i * e.samples:(i + 1) * e.samples]])
-          for i, p in enumerate(problems)]
+  mean = [np.mean([task.reward(p, a) for a in g]) for p, g in zip(problems, sampled)]
   return {"accuracy": float(np.mean(hits)), "accuracy_sampled": float(np.mean(mean)),
           "levels": by_level(hits, levels), "levels_sampled": by_level(mean, levels)}
 
@@ -149,12 +147,7 @@ def actor_accuracy(lm, params, task, problems, levels, config, mesh) -> dict:
 
 def voted_hits(task, problems, groups) -> np.ndarray:
   """float [P]: whether the majority answer of each problem's group of answers is right."""
-  out = []
-  for p, group in zip(problems, groups):
-    stated = [final_answer(task, a) for a in group]
-    voted = evaluation.majority_vote(stated)
-    out.append(0.0 if voted is None else task.reward(p, group[stated.index(voted)]))
-  return np.array(out)
+  return np.array([voted_reward(task, p, group) for p, group in zip(problems, groups)])
 
 
 def round_transitions(task, problems, chains: Chains) -> list[dict]:
@@ -176,11 +169,9 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
   t = config.test_time
   key = jax.random.fold_in(jax.random.key(config.seed), stream_id("test_time"))
   rule, k_max, n_max = Sample(temperature=t.temperature), t.max_samples, max(t.chains)
-  plain = sample_batched(lm, actor, [task.prompt_ids(p) for p in problems], key, rule, answer_sampler(task, config),
-                         mesh, pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=k_max)[0]
-  groups = [plain[i * k_max:(i + 1) * k_max] for i in range(len(problems))]
+  groups = cd.answer_groups(lm, actor, task, problems, k_max, key, rule, config, mesh)
   right = [np.array([task.reward(p, a) for a in g]) for p, g in zip(problems, groups)]
-  per_sample = float(np.mean([len(a) for a in plain]))
+  per_sample = float(np.mean([len(a) for g in groups for a in g]))
 
   def plain_at(k):
     hits = voted_hits(task, problems, [g[:k] for g in groups])
@@ -217,19 +208,11 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def sample_answers(lm, params, task, problems, n, key, config, mesh) -> list[list[list[int]]]:
-  """n sampled answers per question, at self_improve.temperature."""
-  ids = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], key,
-                       Sample(temperature=config.self_improve.temperature), answer_sampler(task, config), mesh,
-                       pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=n)[0]
-  return [ids[i * n:(i + 1) * n] for i in range(len(problems))]
-
-
 def vanilla_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[list[tuple[int, str, str]], dict]:
   """Vanilla self-improvement: the loop's whole actor-sample budget as samples, the correct ones kept."""
   s = config.self_improve
   n = s.samples + s.refine_budget * s.refine_rounds
-  groups = sample_answers(lm, actor, task, problems, n, key, config, mesh)
+  groups = cd.answer_groups(lm, actor, task, problems, n, key, Sample(temperature=s.temperature), config, mesh)
   rows = [(q, task.text(a), "sample") for q, (p, g) in enumerate(zip(problems, groups)) for a in g
           if task.reward(p, a)]
   return rows, {"actor_samples": n * len(problems), "critiques": 0}
@@ -241,7 +224,8 @@ def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> 
   released pipeline knows them from the gold answer) are critiqued and refined; correct originals and correct
   refinements kept."""
   s = config.self_improve
-  groups = sample_answers(lm, actor, task, problems, s.samples, key, config, mesh)
+  groups = cd.answer_groups(lm, actor, task, problems, s.samples, key, Sample(temperature=s.temperature), config,
+                            mesh)
   rows = [(q, task.text(a), "sample") for q, (p, g) in enumerate(zip(problems, groups)) for a in g
           if task.reward(p, a)]
   wrong = [(q, a) for q, (p, g) in enumerate(zip(problems, groups))

@@ -55,7 +55,7 @@ from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import EvalCache, PhaseRunner, claim_workdir, phase_offsets
 from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample, SamplerConfig
-from scorejax.search import final_answer
+from scorejax.search import voted_reward
 from scorejax.tasks import processbench, templates
 from scorejax.tasks.base import make_task, stream_id
 from scorejax.train_step import OptimizerConfig
@@ -154,12 +154,7 @@ def vote_at_budget(lm, gen_params, task, refine_set, votes: int, config, mesh) -
   ids, _ = sample_batched(lm, gen_params, [self_correct_ids(task, s) for s in refine_set], jax.random.key(2),
                           Sample(temperature=config.eval.maj_temperature), answer_sampler(task, config), mesh,
                           pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size, n=votes)
-  rewards = []
-  for i, s in enumerate(refine_set):
-    group = ids[i * votes:(i + 1) * votes]
-    stated = [final_answer(task, g) for g in group]
-    voted = evaluation.majority_vote(stated)
-    rewards.append(0.0 if voted is None else task.reward(s.problem, group[stated.index(voted)]))
+  rewards = [voted_reward(task, s.problem, ids[i * votes:(i + 1) * votes]) for i, s in enumerate(refine_set)]
   return {"votes": votes, "acc": float(np.mean(rewards)), "tokens": float(np.mean([len(i) for i in ids]) * votes)}
 
 
