@@ -78,6 +78,8 @@ def get_config(arg: str = ""):
   c.eval.every = 40  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
   c.eval.interval_problems = 250  # the dev set: fixed training-split problems (tuning never reads eval)
 
+  c.select = config_blocks.score_selection()
+
   c.checkpoint = config_blocks.checkpointing(every=20)
   return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_score.py")
 
@@ -92,22 +94,31 @@ def _shrink(c):
   c.stage1.batch_size = c.stage2.batch_size = 16
   c.stage1.warmup_steps = c.stage2.warmup_steps = 2
   c.eval.batch_size, c.eval.every, c.eval.interval_problems = 64, 10, 32
+  c.select.window, c.select.every = 3, 5
   c.checkpoint.every = 10
 
 
-def _no_training(c):
-  c.stage1.steps = c.stage2.steps = 0
+def _no_training(c):  # whatever the slots' steps
+  c.stage1.method = c.stage2.method = "none"
 
 
+# Equal budgets: a baseline trains in both RL slots, each slot with SCoRe's steps, batch and lr for that
+# stage (its reference and optimizer restart at the boundary, as SCoRe's do), so that it gets SCoRe's
+# sampled episodes and gradient steps, and an override of stage1.steps changes both methods alike.
 def _baseline(method):
   def apply(c):
-    c.stage1.steps = 0
-    c.stage2.method = method
+    c.stage1.method = c.stage2.method = method
   return apply
 
 
-def _no_stage1(c):
-  c.stage1.steps = 0
+def _star_i2c(c):
+  _baseline("star")(c)
+  c.stage1.star_keep = c.stage2.star_keep = "i2c"
+
+
+def _no_stage1(c):  # Stage II's objective in both slots
+  c.stage1.method = "score_stage2"
+  c.stage1.alpha, c.stage1.beta2 = c.stage2.alpha, c.stage2.beta2
 
 
 def _no_shaping(c):
@@ -121,10 +132,11 @@ def _credit_return(c):
 # Baselines and ablations of the SCoRe paper (Tables 2 and 4), each the same run with one change.
 VARIANTS = {
     "self_refine": _no_training,  # the base model with the self-correction prompt
-    "star": _baseline("star"),  # SFT on the policy's own successful second attempts
+    "star": _baseline("star"),  # SFT on the policy's own right second attempts
+    "star_i2c": _star_i2c,  # STaR on its successful corrections only (y1 wrong, y2 right)
     "pair_sft": _baseline("pair_sft"),  # SFT on (wrong, right) pairs
     "single_turn": _baseline("single_turn"),  # RL on the first attempt only
-    "no_stage1": _no_stage1,  # SCoRe without Stage I
+    "no_stage1": _no_stage1,  # SCoRe without Stage I: Stage II from the base
     "no_shaping": _no_shaping,  # SCoRe with alpha = 0
     "credit_return": _credit_return,  # Stage II credits y1 with r1 + gamma * r_hat2 (return-to-go)
 }
@@ -132,7 +144,7 @@ VARIANTS = {
 
 def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s = ml_collections.ConfigDict()
-  s.method = method  # score_stage1, score_stage2, or a baseline's: single_turn, star, pair_sft
+  s.method = method  # score_stage1, score_stage2, or a baseline's: single_turn, star, pair_sft; none
   s.steps = steps
   s.batch_size = 64  # episodes per step
   s.samples_per_prompt = 4  # samples of each prompt in a batch, for the leave-one-out baseline
@@ -147,6 +159,7 @@ def _stage(method, steps, learning_rate, alpha, beta1, beta2):
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
   s.credit = "per_attempt"  # Stage II credit of y1: "per_attempt" (r1) or "return" (r1 + gamma * r_hat2)
   s.gamma = 1.0  # credit="return": discount of r_hat2 in y1's return
+  s.star_keep = "right_y2"  # star: the episodes trained on: "right_y2" (every right y2) or "i2c" (y1 wrong)
   s.pair_error_rate = 0.5  # pair_sft: share of first attempts with an error (the rest are repeated)
   s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

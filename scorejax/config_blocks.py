@@ -81,6 +81,17 @@ def arith_generator() -> ml_collections.ConfigDict:
   return g
 
 
+def score_selection() -> ml_collections.ConfigDict:
+  """SCoRe's checkpoint selection (the paper keeps the checkpoint with the highest training reward): every
+  `every` RL steps the training reward r1 + r2 of the policy's own episodes, averaged over the last
+  `window` steps, is compared with the best so far; each RL stage is evaluated at its last and its best."""
+  s = ml_collections.ConfigDict()
+  s.window = 10  # RL steps the training reward is averaged over
+  s.every = 10  # RL steps between candidates (and each stage's last step)
+  s.next_stage = "best"  # the stage1 checkpoint Stage II starts from: "best" (as the paper) or "last"
+  return s
+
+
 def checkpointing(every: int) -> ml_collections.ConfigDict:
   k = ml_collections.ConfigDict()
   k.every = every  # steps between checkpoints

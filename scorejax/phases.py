@@ -18,6 +18,8 @@ old run's numbers as a new one's.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -134,6 +136,53 @@ class EvalCache:
 # ----------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Keep the checkpoint with the highest smoothed training reward, beside the last one.
+
+  Every `every` steps (and at the phase's last step) the mean of `reward(metrics)`
+  over the last `window` steps is compared with the best so far; a new best
+  saves the params to `checkpoints/<phase>_best`. The paper's choice (Kumar et
+  al. 2024 keep "the checkpoint with the highest training reward"); `every` is
+  its own interval, not the checkpoint one, so that selection never depends on
+  how often a run saves.
+  """
+
+  reward: Callable[[Mapping], float]  # a step's training reward from its metrics
+  window: int = 10
+  every: int = 10
+
+  def __post_init__(self):
+    if self.window < 1 or self.every < 1:
+      raise ValueError(f"Selection(window={self.window}, every={self.every}): both must be >= 1")
+
+
+class _Tracker:
+  """The recent rewards and the best candidate so far; its state travels in the checkpoint's meta."""
+
+  def __init__(self, select: Selection, saved: Mapping | None):
+    saved = saved or {}
+    self.select = select
+    self.recent = list(saved.get("recent", []))
+    self.best, self.best_step = saved.get("best"), saved.get("best_step")
+
+  def add(self, metrics: Mapping) -> None:
+    self.recent = (self.recent + [float(self.select.reward(metrics))])[-self.select.window:]
+
+  def new_best(self, step: int, last: bool) -> bool:
+    """True when `step` is a candidate whose smoothed reward beats every earlier candidate's."""
+    if not (last or step % self.select.every == 0):
+      return False
+    smoothed = sum(self.recent) / len(self.recent)
+    if self.best is not None and smoothed <= self.best:
+      return False
+    self.best, self.best_step = smoothed, step
+    return True
+
+  def state(self) -> dict:
+    return {"recent": self.recent, "best": self.best, "best_step": self.best_step}
+
+
 class PhaseRunner:
   """Runs named phases with checkpoints, metrics, a progress bar and SIGTERM handling.
 
@@ -158,6 +207,21 @@ class PhaseRunner:
         directory=os.path.join(self.workdir, "checkpoints", *phase.split("/")), max_to_keep=c.max_to_keep,
         save_interval_steps=c.every, async_save=c.async_save))
 
+  def _best_checkpointer(self, phase: str) -> Checkpointer:
+    return Checkpointer(CheckpointConfig(
+        directory=os.path.join(self.workdir, "checkpoints", *f"{phase}_best".split("/")), max_to_keep=1,
+        async_save=False))
+
+  def best_params(self, phase: str, params):
+    """(params, step) of a finished phase's best-reward candidate (see `Selection`), read into the
+    shardings of `params`; the phase must have run with `select`."""
+    with self._best_checkpointer(phase) as ckpt:
+      if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"{self.workdir}: phase {phase!r} kept no best-reward checkpoint "
+                                f"(checkpoints/{phase}_best); was it run with a Selection?")
+      best, _ = ckpt.restore(abstract_like({"params": params}))
+      return best["params"], ckpt.latest_step()
+
   def finished_params(self, phase: str, opt_cfg: OptimizerConfig, params):
     """The params a finished phase ended with, read into the shardings of `params` (its shapes).
 
@@ -175,12 +239,14 @@ class PhaseRunner:
     return state.params
 
   def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
-          make_batch: Callable[[int, TrainState], tuple[dict, dict]], step_offset: int, eval_fn=None):
+          make_batch: Callable[[int, TrainState], tuple[dict, dict]], step_offset: int, eval_fn=None,
+          select: Selection | None = None):
     """Trains `steps` steps from `params`; returns the final params. Resumes when it can.
 
     `make_batch(step, state) -> (batch, host metrics)` must be a function of
     the step (and the state) only, so that a resumed phase replays exactly.
     `eval_fn(params) -> metrics` runs every `config.eval.every` steps.
+    `select` also keeps the best-reward candidate (`best_params` reads it).
     """
     if steps == 0:  # nothing to train (e.g. an instruct checkpoint is the base policy)
       return params
@@ -189,11 +255,14 @@ class PhaseRunner:
                                         self.mesh, self.rules, params=params)
     train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps)
     meta = {"phase": phase, "config": self.config.to_dict()}
-    with self.checkpointer(phase) as ckpt:
+    saved = {}
+    with self.checkpointer(phase) as ckpt, (self._best_checkpointer(phase) if select
+                                            else contextlib.nullcontext()) as best_ckpt:
       if ckpt.latest_step() is not None:
         state, saved = ckpt.restore(abstract_like(state))
         if saved.get("finished"):
           return state.params
+      tracker = _Tracker(select, saved.get("select")) if select else None
       start = int(state.step)
       truncate_after(self.writer.path, phase, step_offset + start)
       bar = tqdm.tqdm(range(start, steps), desc=phase, initial=start, total=steps, dynamic_ncols=True,
@@ -203,6 +272,13 @@ class PhaseRunner:
         batch, batch_metrics = make_batch(step, state)
         state, metrics = train(state, parallel.shard_batch(batch, self.mesh))
         metrics = dict(jax.device_get(metrics), **batch_metrics, step_s=time.perf_counter() - t)
+        if tracker:
+          tracker.add(metrics)
+          # A replay after a crash reaches the same best again: a saved one is never rewritten.
+          if tracker.new_best(step + 1, step + 1 == steps) and (best_ckpt.latest_step() or 0) < step + 1:
+            best_ckpt.save(step + 1, {"params": state.params}, {"phase": phase, "smoothed_reward": tracker.best},
+                           force=True)
+          meta = dict(meta, select=tracker.state())
         if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
           record = self.writer.write(step_offset + step + 1, phase, metrics)
           bar.set_postfix({k: f"{record[k]:.3g}" for k in self.bar_keys if k in record})

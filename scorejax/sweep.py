@@ -1,14 +1,15 @@
 """Baselines and ablations side by side: one table, mean and std over seeds.
 
-  python -m scorejax.sweep --config=configs/arith_score.py --workdir=/tmp/sweep \\
-      --variants=score,self_refine,star,pair_sft,single_turn,no_stage1,no_shaping --seeds=0,1,2
+  python -m scorejax.sweep --config=configs/arith_score.py --workdir=/tmp/sweep --seeds=0,1,2
 
 Each (variant, seed) is an ordinary main-job run in WORKDIR/<variant>/seed<S>
 (so rerunning the sweep resumes, and finished runs are not repeated). Runs of
 one seed share their base policy: the first run trains it and the others start
 from a copy of its base checkpoint, since the base phase does not depend on
 the variant. Every run is evaluated on the same held-out problems; the table
-reports the final model (after stage2) of each run.
+reports each run's final model (after stage2) and, in a row of its own
+("<variant> (best)"), its best-training-reward Stage II checkpoint where the
+run kept one (RL methods on their own episodes).
 
 Writes WORKDIR/table.json and WORKDIR/table.md and prints the table.
 """
@@ -25,8 +26,8 @@ import numpy as np
 from absl import app, flags
 
 _CONFIG = flags.DEFINE_string("config", "configs/arith_score.py", "Config file of the main job.")
-_VARIANTS = flags.DEFINE_list("variants", ["score", "self_refine", "star", "pair_sft", "single_turn",
-                                           "no_stage1", "no_shaping"],
+_VARIANTS = flags.DEFINE_list("variants", ["score", "self_refine", "star", "star_i2c", "pair_sft", "single_turn",
+                                           "no_stage1", "no_shaping", "credit_return"],
                               "Config variants; 'score' is the config itself.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one run per variant and seed.")
 _EXTRA = flags.DEFINE_string("extra", "", "Variant parts added to every run, e.g. 'smoke'.")
@@ -90,7 +91,10 @@ def main(argv):
       run_one(config_arg(_CONFIG.value, variant, _EXTRA.value), workdir, seed, _OVERRIDES.value)
       first = first or workdir
       with open(os.path.join(workdir, "eval.json")) as f:
-        finals.setdefault(variant, []).append(json.load(f)["stage2"])
+        results = json.load(f)
+      finals.setdefault(variant, []).append(results["stage2"])
+      if "stage2_best" in results:
+        finals.setdefault(f"{variant} (best)", []).append(results["stage2_best"])
   table = summarize(finals)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "table.json"), "w") as f:

@@ -72,3 +72,83 @@ def test_streams_are_seeded_by_name():
   assert stream_seed(0, "sft", 3) == stream_seed(0, "sft", 3) != stream_seed(0, "rl", 3)
   assert stream_seed(0, "sft", 3) != stream_seed(1, "sft", 3) != stream_seed(0, "sft", 4)
 
+
+
+# ----------------------------------------------------------------------------
+# Keeping the best-reward checkpoint
+# ----------------------------------------------------------------------------
+
+
+REWARDS = [0.0, 1.0, 0.2, 0.9, 0.1, 0.0]  # smoothed over 2 steps at the candidates 2 / 4 / 6: 0.5, 0.55, 0.05
+
+
+def _selection_setup(tmp_path):
+  import jax
+  from hf_fixtures import config_with
+
+  from scorejax import parallel
+  from scorejax.experiments import score
+  from scorejax.metrics import MetricWriter
+  from scorejax.tasks.base import make_task
+  config = config_with("arith_score.py", "smoke", {"checkpoint.async_save": False, "checkpoint.every": 1,
+                                                   "checkpoint.max_to_keep": 10, "log_every": 1})
+  mesh = parallel.make_mesh(dict(config.mesh))
+  task = make_task(config.task)
+  lm, params = score.build_model(config.model, task.tokenizer, mesh, config.seed)
+  batch = score.base_sft_batch(task, config, 0)
+  loss_fn = score.build_loss_fn(score.sft.sft_loss, score.model_logprobs(lm, 32), score.base_sft_inputs,
+                                score.sft.SFTConfig())
+  select = phases.Selection(lambda m: m["reward_y1"] + m["reward_y2"], window=2, every=2)
+
+  def run(workdir, stop_after=None):
+    writer = MetricWriter(str(workdir), tensorboard=False)
+    runner = phases.PhaseRunner(config, str(workdir), lm, mesh, writer)
+
+    def make_batch(step, state):
+      if step == stop_after:
+        runner.preempted = True  # as a SIGTERM in this step would
+      return batch, {"reward_y1": REWARDS[step], "reward_y2": 0.0}
+
+    try:
+      last = runner.run("stage1", len(REWARDS), score.OptimizerConfig(learning_rate=1e-2), params, loss_fn,
+                        make_batch, 0, select=select)
+      return runner, last
+    finally:
+      writer.close()
+      jax.effects_barrier()
+
+  return run, params
+
+
+def _equal(a, b):
+  import jax
+  import numpy as np
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b)))
+
+
+def test_the_best_smoothed_reward_checkpoint_is_kept_beside_the_last(tmp_path):
+  from scorejax.checkpoint import abstract_like
+  run, params = _selection_setup(tmp_path)
+  runner, last = run(tmp_path / "a")
+  best, step = runner.best_params("stage1", params)
+  assert step == 4  # 0.55 beats 0.5 (step 2) and 0.05 (step 6)
+  with runner.checkpointer("stage1") as ckpt:  # the phase's own checkpoint of step 4 holds the same params
+    state, _ = ckpt.restore(abstract_like(_state_like(runner, params)), step=4)
+  assert _equal(best, state.params) and not _equal(best, last)
+  # Preempted in step 3 (saved at 3, before the best of step 4), resumed: the same best, the same params.
+  with pytest.raises(phases.Preempted):
+    run(tmp_path / "b", stop_after=2)
+  resumed, resumed_last = run(tmp_path / "b")
+  again, again_step = resumed.best_params("stage1", params)
+  assert again_step == 4 and _equal(again, best) and _equal(resumed_last, last)
+  with pytest.raises(FileNotFoundError, match="kept no best-reward checkpoint"):
+    runner.best_params("stage2", params)
+
+
+def _state_like(runner, params):
+  import jax
+
+  from scorejax.train_step import OptimizerConfig, init_train_state, make_optimizer
+  state, _ = init_train_state(runner.lm.init, make_optimizer(OptimizerConfig()), jax.random.key(0), runner.mesh,
+                              runner.rules, params=params)
+  return state

@@ -42,7 +42,8 @@ def test_main_writes_every_output(finished_run):
   workdir, proc = finished_run
   results = _results(workdir)
   full = json.loads((workdir / "eval.json").read_text())
-  assert set(results) == {"base", "stage1", "stage2"}
+  assert set(results) == {"base", "stage1", "stage1_best", "stage2", "stage2_best"}
+  assert full["stage1"]["checkpoint_step"] == 4 and full["stage1_best"]["checkpoint_step"] in (2, 4)
   for name, table in results.items():
     assert set(table) == set(KEYS)
     for attempt in ("y1", "y2"):  # what each attempt's carrying lines did
@@ -52,7 +53,7 @@ def test_main_writes_every_output(finished_run):
     assert table["delta"] == pytest.approx(table["delta_i2c"] - table["delta_c2i"])
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   phases = {r["phase"] for r in records}
-  assert phases == {"base", "stage1", "stage2"}
+  assert phases == {"base", "stage1", "stage1_best", "stage2", "stage2_best"}
   rl = [r for r in records if r["phase"] == "stage2" and "loss" in r]
   assert rl and all("reward_y1" in r and "reward_y2" in r and "kl_y1" in r for r in rl)
   dev = [r for r in records if "dev_delta" in r]  # interval evaluations, on training-split problems
@@ -92,8 +93,8 @@ def test_sigkill_then_rerun_ends_with_the_same_metrics(finished_run, tmp_path):
 
 
 def test_dev_problems_are_fixed_and_never_drawn_for_training_or_eval():
-  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
+  from scorejax.tasks.base import make_task
   task = make_task(_arith_config().task)
   dev = task.dev_problems(40)
   assert [p.key for p in dev] == [p.key for p in task.dev_problems(40)] and len({p.key for p in dev}) == 40
@@ -116,6 +117,39 @@ def test_a_base_first_attempt_share_outside_0_1_fails_before_compute(tmp_path):
   proc = _main(tmp_path, "--config.stage2.base_first_attempts=1.0")
   assert proc.returncode != 0 and "config.stage2.base_first_attempts=1.0" in proc.stderr
   assert not (tmp_path / "checkpoints").exists()
+
+
+def _variant_config(variant, **overrides):
+  """configs/arith_score.py:<variant> with --config.KEY=VALUE overrides applied after it, as main does."""
+  import importlib.util
+
+  from hf_fixtures import set_keys
+  spec = importlib.util.spec_from_file_location("arith_score", os.path.join("configs", "arith_score.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module, set_keys(module.get_config(variant), overrides)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"stage1.steps": 50, "stage2.batch_size": 32}])
+def test_every_variant_trains_with_scores_budget(overrides):
+  from scorejax.experiments import score
+  module, config = _variant_config("", **overrides)
+  reference = score.training_phases(config)
+  budget = lambda slots: (sum(s["steps"] for s in slots), sum(s["episodes"] for s in slots))
+  assert [s["method"] for s in reference] == ["score_stage1", "score_stage2"]
+  for variant in module.VARIANTS:
+    slots = score.training_phases(_variant_config(variant, **overrides)[1])
+    methods = {s["method"] for s in slots}
+    if variant == "self_refine":  # prompting only
+      assert budget(slots) == (0, 0)
+      continue
+    if variant in ("star", "star_i2c", "pair_sft", "single_turn", "no_stage1"):  # no SCoRe Stage I comes back
+      assert "score_stage1" not in methods and len(methods) == 1, (variant, slots)
+    steps, episodes = budget(slots)
+    assert steps == budget(reference)[0], variant  # the same gradient steps, slot by slot
+    assert [s["steps"] for s in slots] == [s["steps"] for s in reference], variant
+    # the same sampled episodes (Pair-SFT samples none: the task writes its pairs, as many rows per step)
+    assert episodes == (0 if variant == "pair_sft" else budget(reference)[1]), variant
 
 
 def _arith_config(*overrides):
@@ -154,8 +188,8 @@ def test_base_batches_are_clean_before_clean_steps_and_noisy_after():
 
 def test_each_attempt_has_its_own_carry_habit():
   from scorejax.experiments import score
-  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
+  from scorejax.tasks.base import make_task
   config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
                          ("base.carry_slip_rate", 0.0), ("base.second_carry_slip_rate", 1.0))
   task = make_task(config.task)
@@ -172,8 +206,8 @@ def test_each_attempt_has_its_own_carry_habit():
 
 def test_a_habit_of_carries_only_keeps_every_borrow():
   from scorejax.experiments import score
-  from scorejax.tasks.base import make_task
   from scorejax.tasks import arith
+  from scorejax.tasks.base import make_task
   config = _arith_config(("base.clean_steps", 0), ("base.first_error_rate", 0.0), ("base.second_error_rate", 0.0),
                          ("base.carry_slip_rate", 1.0), ("base.second_carry_slip_rate", 1.0),
                          ("base.second_habit_ops", "+"), ("base.batch_size", 64))
@@ -207,10 +241,11 @@ def test_clean_steps_write_two_independent_attempts_without_the_habit():
 
 def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its_own():
   import jax
+
   from scorejax import parallel
   from scorejax.experiments import score
-  from scorejax.tasks.base import make_task
   from scorejax.sampling import Greedy
+  from scorejax.tasks.base import make_task
   config = _arith_config()
   task = make_task(config.task)
   mesh = parallel.make_mesh(dict(config.mesh))

@@ -265,7 +265,7 @@ def test_main_on_an_hf_checkpoint_writes_the_table(assets, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / "eval.json") as f:
     results = json.load(f)
-  assert set(results) == {"base", "stage1", "stage2"}
+  assert set(results) == {"base", "stage1", "stage1_best", "stage2", "stage2_best"}
   for table in results.values():
     assert set(KEYS) <= set(table)
     assert table["num_problems"] == 4

@@ -6,6 +6,7 @@ directory; see their docstrings for how to get the data and run them.
 
 import ml_collections
 
+from scorejax import config_blocks
 from scorejax.config_blocks import HF_MESHES
 
 MATH_TRAIN = "/data/math/train.jsonl"
@@ -65,6 +66,9 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.eval.every = 50  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
   c.eval.interval_problems = 128  # the dev set: train rows held out from training (task.dev_size)
 
+  c.select = config_blocks.score_selection()
+  c.select.every = 25  # a candidate at every checkpoint
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 25  # steps between checkpoints (a step takes tens of seconds)
   c.checkpoint.max_to_keep = 2
@@ -114,5 +118,6 @@ def _stage(method, steps, alpha, beta1, beta2):
   s.shaping_baseline = True  # Stage II: alpha * r1 goes into y2's baseline (same expected gradient)
   s.credit = "per_attempt"  # Stage II credit of y1: "per_attempt" (r1) or "return" (r1 + gamma * r_hat2)
   s.gamma = 1.0  # credit="return": discount of r_hat2 in y1's return
+  s.star_keep = "right_y2"  # star: the episodes trained on: "right_y2" (every right y2) or "i2c" (y1 wrong)
   s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s

@@ -12,7 +12,11 @@ Phases, each checkpointed and resumable on its own:
           (skipped when the config loads a model that already answers);
   stage1  maximize r(y2) - beta2 KL(y1 || ref) - beta1 KL(y2 || ref);
   stage2  maximize r(y1) + r(y2) + alpha (r(y2) - r(y1)) - beta1 KL;
-with greedy evaluation of Acc@t1, Acc@t2 and the transitions after each.
+with greedy evaluation of Acc@t1, Acc@t2 and the transitions after each,
+of each RL stage at its last step and at its best-reward checkpoint (the
+paper keeps the checkpoint with the highest training reward; `select`).
+A baseline (STaR, Pair-SFT, single-turn RL) trains in both RL slots with
+SCoRe's budget of steps and episodes in each (`training_phases`).
 Every batch is a function of (seed, phase, step), so a resumed run replays
 exactly what an uninterrupted one would.
 """
@@ -36,7 +40,14 @@ from scorejax.objectives import score as score_obj
 from scorejax.objectives import sft
 from scorejax.objectives.logprobs import sequence_logprobs
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
-from scorejax.phases import EvalCache, PhaseRunner, Preempted, claim_workdir, phase_offsets
+from scorejax.phases import (
+  EvalCache,
+  PhaseRunner,
+  Preempted,
+  Selection,
+  claim_workdir,
+  phase_offsets,
+)
 from scorejax.rollouts import first_turn, next_turn, padded_width, to_batch
 from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.tasks import arith
@@ -194,7 +205,7 @@ def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, 
   """Pair-SFT: [x, y1, p, y2] with a noisy y1 and a correct y2 written by the task."""
   c = config[phase]
   problems = task.train_problems(config.seed, phase, step, c.batch_size)
-  rng = np.random.default_rng([config.seed, 11, step])
+  rng = np.random.default_rng([config.seed, 11, stream_id(phase), step])
   rows = [[(task.prompt_ids(pair.first.problem), None), (task.answer_ids(pair.first.text), "y1"),
            (task.instruction_ids, None), (task.answer_ids(pair.second.text), "y2")]
           for pair in arith.two_attempt_examples(problems, rng, first_error_rate=c.pair_error_rate,
@@ -224,10 +235,32 @@ def second_attempt_inputs(batch) -> sft.SFTBatch:
   return sft.SFTBatch(batch["mask_y2_BxT"])
 
 
-METHODS = ("score_stage1", "score_stage2", "single_turn", "star", "pair_sft")
+METHODS = ("score_stage1", "score_stage2", "single_turn", "star", "pair_sft", "none")  # none: no training
+ON_POLICY = ("score_stage1", "score_stage2", "single_turn", "star")  # trained on the policy's own episodes
+NEXT_STAGE = ("best", "last")
 
 
-def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
+def training_phases(config) -> list[dict]:
+  """What each RL slot trains: {phase, method, steps, episodes}, episodes = the policy's sampled episodes
+  (0 for pair_sft, whose pairs the task writes). A baseline fills both slots, so every variant's budget
+  of gradient steps and episodes is SCoRe's (tests/test_score_experiment.py checks each variant)."""
+  out = []
+  for phase in PHASES[1:]:
+    c = config[phase]
+    if c.method not in METHODS:
+      raise ValueError(f"config.{phase}.method={c.method!r}; expected one of {METHODS}")
+    steps = 0 if c.method == "none" else c.steps
+    out.append(dict(phase=phase, method=c.method, steps=steps,
+                    episodes=steps * c.batch_size if c.method in ON_POLICY else 0))
+  return out
+
+
+def training_reward(metrics) -> float:
+  """The reward a stage's best checkpoint is chosen by: r1 + r2 of the policy's own episodes in a step."""
+  return metrics["reward_y1"] + metrics["reward_y2"]
+
+
+def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig, star_keep: str = "right_y2"):
   """The loss of a training phase and whether its batches are the policy's own episodes.
 
   SCoRe's stages and single-turn RL read both attempts from one forward pass
@@ -242,8 +275,8 @@ def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
   if method == "single_turn":
     return build_loss_fn(score_obj.single_turn_loss, attempts, score_obj.episode_inputs, cfg), True
   if method == "star":
-    return build_loss_fn(score_obj.star_loss, tokens, score_obj.star_inputs, score_obj.StarConfig()), True
-  if method == "pair_sft":
+    return build_loss_fn(score_obj.star_loss, tokens, score_obj.star_inputs, score_obj.StarConfig(star_keep)), True
+  if method in ("pair_sft", "none"):  # "none" trains no step: its slot runs 0 steps
     return build_loss_fn(sft.sft_loss, tokens, second_attempt_inputs, sft.SFTConfig()), False
   raise ValueError(f"phase method {method!r}; expected one of {METHODS}")
 
@@ -254,7 +287,10 @@ def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  for phase in PHASES[1:]:  # checked before any compute
+  slots = training_phases(config)  # checked before any compute
+  if config.select.next_stage not in NEXT_STAGE:
+    raise ValueError(f"config.select.next_stage={config.select.next_stage!r}; expected one of {NEXT_STAGE}")
+  for phase in PHASES[1:]:
     if not 0.0 <= config[phase].base_first_attempts < 1.0:
       raise ValueError(f"config.{phase}.base_first_attempts={config[phase].base_first_attempts}: the share of a "
                        "batch's prompts whose first attempt the base model writes; expected a value in [0, 1)")
@@ -273,13 +309,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rule = Sample(temperature=config.sampling.temperature)
   ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
   results = EvalCache(workdir)
-  offsets = phase_offsets((phase, config[phase].steps) for phase in PHASES)
+  offsets = phase_offsets([("base", config.base.steps)] + [(s["phase"], s["steps"]) for s in slots])
 
-  def evaluate_once(name, p):
-    """The full evaluation of a phase's final params, cached in eval.json."""
+  def evaluate_once(name, p, phase=None, **extra):
+    """The full evaluation of a phase's params (its last, or `name` = "<phase>_best"), cached in eval.json."""
     def compute():
-      out = evaluate(lm, p, task, config, mesh, task.eval_problems)
-      writer.write(offsets[name][1], name, {f"eval_{k}": out[k] for k in METRIC_KEYS})
+      out = dict(evaluate(lm, p, task, config, mesh, task.eval_problems), **extra)
+      writer.write(offsets[phase or name][1], name, {f"eval_{k}": out[k] for k in METRIC_KEYS})
       return out
     return results.get(name, compute)
 
@@ -304,13 +340,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluate_once("base", params)
   base_params = params
 
-  # STAGE I and STAGE II (or a baseline's training phase in their place)
-  for phase in PHASES[1:]:
-    c = config[phase]
+  # STAGE I and STAGE II (or a baseline's training in both slots), each evaluated at its last and its
+  # best-reward checkpoint; Stage II starts from Stage I's `select.next_stage` one
+  selection = Selection(training_reward, window=config.select.window, every=config.select.every)
+  for slot in slots:
+    phase, steps, c = slot["phase"], slot["steps"], config[slot["phase"]]
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
                                 shaping_baseline=c.shaping_baseline, credit=c.credit, gamma=c.gamma)
-    loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg)
+    loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg, c.star_keep)
     ref_params = params  # pi_ref: the model at the start of the stage
 
     def make_batch(step, state, phase=phase, c=c, ref_params=ref_params, on_policy=on_policy):
@@ -330,13 +368,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return batch, stats
 
     opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps,
-                          total_steps=max(1, c.steps), grad_clip_norm=c.grad_clip_norm)
-    params = runner.run(phase, c.steps, opt, params, loss_fn, make_batch, offsets[phase][0], eval_fn=interval_eval)
-    evaluate_once(phase, params)
+                          total_steps=max(1, steps), grad_clip_norm=c.grad_clip_norm)
+    select = selection if on_policy and steps else None
+    params = runner.run(phase, steps, opt, params, loss_fn, make_batch, offsets[phase][0], eval_fn=interval_eval,
+                        select=select)
+    evaluate_once(phase, params, checkpoint_step=steps)
+    if select:
+      best, best_step = runner.best_params(phase, params)
+      evaluate_once(f"{phase}_best", best, phase, checkpoint_step=best_step)
+      if config.select.next_stage == "best":
+        params = best
 
   # REPORT
   writer.close()
-  table = {name: results.results[name] for name in PHASES if name in results}
+  names = [n for phase in PHASES for n in (phase, f"{phase}_best")]
+  table = {name: results.results[name] for name in names if name in results}
   print(format_table(table, METRIC_KEYS))
   carry = {name: columns for name, r in table.items() if (columns := carry_columns(r))}
   if carry:

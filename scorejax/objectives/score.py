@@ -213,18 +213,33 @@ class StarBatch(NamedTuple):
   reward_y2_B: jax.Array  # r(y2, y*): which episodes are kept
 
 
+STAR_KEEPS = ("right_y2", "i2c")
+
+
 @dataclasses.dataclass(frozen=True)
 class StarConfig:
-  keep_above: float = 0.5  # an episode is trained on when r(y2) exceeds this (rewards are 0 / 1)
+  # The episodes trained on: "right_y2", every right second attempt (rewards are 0 / 1); "i2c", only the
+  # successful corrections (y1 wrong, y2 right), so that no right-to-right copy is trained on.
+  keep: str = "right_y2"
+
+  def __post_init__(self):
+    if self.keep not in STAR_KEEPS:
+      raise ValueError(f"StarConfig.keep={self.keep!r}; expected one of {STAR_KEEPS}")
 
 
 def star_inputs(batch) -> StarBatch:
   return StarBatch(batch["mask_y2_BxT"], batch["reward_y1_B"], batch["reward_y2_B"])
 
 
+def star_keep(reward_y1_B, reward_y2_B, keep: str):
+  """Which episodes multi-turn STaR trains on (see StarConfig.keep)."""
+  right_y2_B = reward_y2_B > 0.5
+  return right_y2_B & (reward_y1_B < 0.5) if keep == "i2c" else right_y2_B
+
+
 def star_loss(policy_logp_BxT, batch: StarBatch, config: StarConfig):
-  """STaR on the policy's own episodes: token-mean NLL of the second attempts that were right."""
-  keep_B = batch.reward_y2_B > config.keep_above
+  """Multi-turn STaR on the policy's own episodes: token-mean NLL of the kept second attempts."""
+  keep_B = star_keep(batch.reward_y1_B, batch.reward_y2_B, config.keep)
   loss = -masks.mean_over_tokens(policy_logp_BxT, batch.mask_y2_BxT & keep_B[:, None])
   return loss, {"kept": jnp.mean(keep_B.astype(jnp.float32)), "reward_y1": jnp.mean(batch.reward_y1_B),
                 "reward_y2": jnp.mean(batch.reward_y2_B)}
