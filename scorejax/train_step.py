@@ -1,7 +1,8 @@
 """The sharded optimizer step: value_and_grad of an objective plus an optax update.
 
-Every method plugs in a loss factory's `loss_fn(params, batch, rng) -> (loss,
-aux)`; this module owns what is common to all of them: the optimizer,
+Every method plugs in a loss factory's `loss_fn(params, batch) -> (loss,
+aux)` (objectives are deterministic given the batch: every sample is drawn
+when the batch is made); this module owns what is common to all of them: the optimizer,
 gradient accumulation over micro-batches, global-norm clipping, skipping
 non-finite updates, and the jit with shardings and donated state.
 """
@@ -20,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from scorejax import parallel
 
-LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[[Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
 class TrainState(NamedTuple):
@@ -29,7 +30,6 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 scalar: optimizer steps taken (skipped ones included)
   params: Any  # model parameters (a nested dict of arrays)
   opt_state: Any  # optax state, sharded like the parameters
-  rng: jax.Array  # typed PRNG key, split once per step
   nonfinite_steps: jax.Array  # int32 scalar: steps whose update was skipped
 
 
@@ -87,7 +87,7 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, rules=parallel.DEFAU
     return NamedSharding(mesh, parallel.spec_for(parallel.path_str(path), leaf.shape, mesh, rules))
 
   return TrainState(
-      step=rep, rng=rep, nonfinite_steps=rep,
+      step=rep, nonfinite_steps=rep,
       params=jax.tree_util.tree_map_with_path(one, abstract_state.params),
       opt_state=jax.tree_util.tree_map_with_path(one, abstract_state.opt_state))
 
@@ -100,12 +100,12 @@ def init_train_state(init_params: Callable[[jax.Array], Any], optimizer: optax.G
   `params`, when given (e.g. imported from a checkpoint), are used instead of
   `init_params`; they are resharded if needed.
   """
-  init_key, state_key = jax.random.split(key)
+  init_key, _ = jax.random.split(key)  # the split keeps the params an unsplit key would not give
 
   def build(k, p):
     p = init_params(k) if p is None else p
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
-                      rng=state_key, nonfinite_steps=jnp.zeros((), jnp.int32))
+                      nonfinite_steps=jnp.zeros((), jnp.int32))
 
   shardings = state_shardings(jax.eval_shape(build, init_key, params), mesh, rules)
   state = jax.jit(build, out_shardings=shardings)(init_key, params)
@@ -130,38 +130,35 @@ def _split_micro(batch, n: int):
   return jax.tree.map(split, batch)
 
 
-def grads_and_metrics(loss_fn: LossFn, params, batch, rng: jax.Array, accum_steps: int):
+def grads_and_metrics(loss_fn: LossFn, params, batch, accum_steps: int):
   """Mean loss, gradients and aux over `accum_steps` equal micro-batches."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum_steps == 1:
-    (loss, aux), grads = grad_fn(params, batch, rng)
+    (loss, aux), grads = grad_fn(params, batch)
     return loss, grads, aux
 
-  def micro(carry, inputs):
-    micro_batch, key = inputs
-    (loss, aux), grads = grad_fn(params, micro_batch, key)
+  def micro(carry, micro_batch):
+    (loss, aux), grads = grad_fn(params, micro_batch)
     return jax.tree.map(jnp.add, carry, (loss, grads, aux)), None
 
-  keys = jax.random.split(rng, accum_steps)
   first = jax.tree.map(lambda x: x[0], _split_micro(batch, accum_steps))
-  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(params, first, keys[0])))
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(params, first)))
   zeros = (zeros[0][0], zeros[1], zeros[0][1])
-  total, _ = jax.lax.scan(micro, zeros, (_split_micro(batch, accum_steps), keys))
+  total, _ = jax.lax.scan(micro, zeros, _split_micro(batch, accum_steps))
   return jax.tree.map(lambda x: x / accum_steps, total)
 
 
 def train_step(state: TrainState, batch, *, loss_fn: LossFn, optimizer: optax.GradientTransformation,
                accum_steps: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. A non-finite loss or gradient leaves params and optimizer state untouched."""
-  rng, step_rng = jax.random.split(state.rng)
-  loss, grads, aux = grads_and_metrics(loss_fn, state.params, batch, step_rng, accum_steps)
+  loss, grads, aux = grads_and_metrics(loss_fn, state.params, batch, accum_steps)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(
       step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-      rng=rng, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+      nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), nonfinite=(~finite).astype(jnp.float32))
   return new_state, metrics
 

@@ -111,7 +111,7 @@ def _one_step(lm, mesh, params, loss_fn, batch, learning_rate):
   state, shardings = init_train_state(lm.init, optimizer, jax.random.key(0), mesh, params=params)
   step = make_train_step(loss_fn, optimizer, shardings, mesh)
   state, metrics = step(state, parallel.shard_batch(batch, mesh))
-  after, _ = jax.jit(loss_fn)(state.params, batch, None)
+  after, _ = jax.jit(loss_fn)(state.params, batch)
   return float(metrics["loss"]), float(after), metrics
 
 

@@ -78,3 +78,20 @@ def test_padding_fill_values_stay_finite(estimator):
   value, grad = jax.value_and_grad(total)(logp)
   assert np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(grad)))
   assert float(grad[0, 2]) == 0.0
+
+
+def test_k3_stays_finite_for_a_token_the_policy_has_ruled_out():
+  # log pi_theta - log pi_ref = -100 on a response token: exp(100) is inf in fp32.
+  logp = jnp.array([[-100.5, -1.0]])
+  ref = jnp.array([[-0.5, -1.0]])
+  mask = jnp.ones((1, 2), bool)
+
+  def total(a):
+    return jnp.sum(kl.kl_per_sequence(a, ref, mask, "k3"))
+
+  value, grad = jax.value_and_grad(total)(logp)
+  at_bound = float(jnp.expm1(-kl.K3_MIN_LOG_RATIO) + kl.K3_MIN_LOG_RATIO)  # the estimate at the clamp
+  assert np.isfinite(float(value)) and float(value) == pytest.approx(at_bound, rel=1e-6)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(grad[0, 0]) == 0.0
+  # above the bound nothing changes: log-ratio -19 gives exp(19) - 1 - 19
+  assert float(kl.k3(jnp.array(-19.5), jnp.array(-0.5))) == pytest.approx(np.expm1(19.0) - 19.0, rel=1e-6)

@@ -268,3 +268,47 @@ def test_stage2_mix_takes_first_attempts_from_the_base_model_and_trains_only_its
   assert not batch["mask_y1_BxT"][:4].any()
   assert batch["mask_y1_BxT"][4:].sum(1).tolist() == [len(y) for y in ep.y1[4:]]
   assert batch["mask_y2_BxT"].sum(1).tolist() == [len(y) for y in ep.y2]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_sampler_logprobs_are_the_trained_logprobs_of_the_packed_episode(temperature):
+  """y1 and y2 as the sampler drew them (y2 decoded from y1's cache) and as the loss reads them back
+  from the packed [x, y1, p, y2] batch under its masks, at the rollouts' temperature."""
+  import dataclasses
+
+  import jax
+  import numpy as np
+
+  from scorejax import parallel
+  from scorejax.experiments import score
+  from scorejax.objectives.loss import model_logprobs
+  from scorejax.rollouts import first_turn, next_turn
+  from scorejax.sampling import Sample
+  from scorejax.tasks.base import make_task
+  config = _arith_config()
+  task = make_task(config.task)
+  mesh = parallel.make_mesh(dict(config.mesh))
+  lm, params = score.build_model(config.model, task.tokenizer, mesh, config.seed)
+  problems = task.train_problems(0, "stage1", 0, 8)
+  prompts = [task.prompt_ids(p) for p in problems]
+  # Digits stop a turn too: the untrained model's rows end early, at many lengths, in both attempts.
+  stops = (*task.stop_ids, *task.tokenizer.encode("1357"))
+  sampler = dataclasses.replace(score.sampler_config(config, task), max_new_tokens=10, stop_tokens=stops,
+                                sampling_logprobs=True)
+  rule, pad = Sample(temperature=temperature), task.tokenizer.pad_id
+  cache = score.episode_cache_length(task, prompts, sampler)
+  t1 = first_turn(lm, params, prompts, jax.random.key(1), rule, sampler, mesh, pad_id=pad, cache_length=cache)
+  t2 = next_turn(lm, params, t1, [task.instruction_ids] * len(prompts), jax.random.key(2), rule, sampler, mesh,
+                 pad_id=pad)
+  lengths = [len(y) for y in t1.ids + t2.ids]
+  assert min(lengths) < 10 and len(set(lengths)) > 2  # early stops, of several lengths
+  zeros = np.zeros(len(problems), np.float32)
+  batch = score.episode_batch(task, score.Episodes(problems, prompts, t1.ids, t2.ids, zeros, zeros,
+                                                   np.ones(len(problems), bool)))
+  with jax.set_mesh(mesh):
+    trained = np.asarray(jax.jit(model_logprobs(lm, config.logprob_chunk, temperature=temperature))(params, batch))
+  for turn, mask in ((t1, batch["mask_y1_BxT"]), (t2, batch["mask_y2_BxT"])):
+    drawn = np.asarray(turn.rollout.sampling_logprobs_BxN)
+    for i, ids in enumerate(turn.ids):
+      assert mask[i].sum() == len(ids)
+      np.testing.assert_allclose(trained[i][mask[i]], drawn[i, :len(ids)], atol=2e-5, rtol=1e-5)

@@ -17,8 +17,7 @@ CONFIG = ModelConfig(family="qwen2", vocab_size=64, d_model=32, n_layers=2, n_he
 
 def nll_loss(lm):
   """Token-mean next-token NLL with plain log-softmax (a self-contained test objective)."""
-  def loss_fn(params, batch, rng):
-    del rng
+  def loss_fn(params, batch):
     tokens, mask = batch["tokens"], batch["mask"]
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     logits, _ = lm.apply(params, tokens, positions, mask)
@@ -80,8 +79,8 @@ def test_nonfinite_loss_skips_the_update_and_is_counted():
   state, shardings = init_train_state(lm.init, optimizer, jax.random.key(0), mesh)
   before = jax.device_get(state.params)
 
-  def poisoned(params, batch, rng):
-    loss, aux = nll_loss(lm)(params, batch, rng)
+  def poisoned(params, batch):
+    loss, aux = nll_loss(lm)(params, batch)
     return loss * jnp.where(batch["poison"][0] > 0, jnp.nan, 1.0), aux
 
   step = make_train_step(poisoned, optimizer, shardings, mesh)

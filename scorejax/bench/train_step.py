@@ -69,8 +69,7 @@ def model_flops_per_token(config: ModelConfig, seq: int) -> float:
 
 
 def sft_loss(lm: LM, chunk: int):
-  def loss_fn(params, batch, rng):
-    del rng
+  def loss_fn(params, batch):
     tokens, mask = batch["tokens"], batch["mask"]
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     h, _ = lm.hidden(params, tokens, positions, mask)

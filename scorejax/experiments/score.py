@@ -260,13 +260,16 @@ def training_reward(metrics) -> float:
   return metrics["reward_y1"] + metrics["reward_y2"]
 
 
-def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig, star_keep: str = "right_y2"):
+def phase_loss(method: str, lm: LM, chunk: int, cfg: score_obj.ScoreConfig, star_keep: str = "right_y2",
+               temperature: float = 1.0):
   """The loss of a training phase and whether its batches are the policy's own episodes.
 
   SCoRe's stages and single-turn RL read both attempts from one forward pass
-  over [x, y1, p, y2]; STaR and Pair-SFT train the y2 tokens only.
+  over [x, y1, p, y2], at the rollouts' sampling `temperature` (the policy
+  that drew them, and its reference, is softmax(logits / temperature));
+  STaR and Pair-SFT train the y2 tokens only, by likelihood (temperature 1).
   """
-  attempts = model_logprobs(lm, chunk, score_obj.attempts_view)
+  attempts = model_logprobs(lm, chunk, score_obj.attempts_view, temperature)
   tokens = model_logprobs(lm, chunk)
   if method == "score_stage1":
     return build_loss_fn(score_obj.stage1_loss, attempts, score_obj.episode_inputs, cfg), True
@@ -307,7 +310,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   chunk = config.logprob_chunk
   sampler = sampler_config(config, task)
   rule = Sample(temperature=config.sampling.temperature)
-  ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk))
+  # pi_ref's log-probs at the rollouts' temperature, as the RL losses read pi_theta's (`phase_loss`)
+  ref_logprobs = jax.jit(functools.partial(sequence_logprobs, lm, chunk_size=chunk,
+                                           temperature=config.sampling.temperature))
   results = EvalCache(workdir)
   offsets = phase_offsets([("base", config.base.steps)] + [(s["phase"], s["steps"]) for s in slots])
 
@@ -348,7 +353,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cfg = score_obj.ScoreConfig(alpha=c.alpha, beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                                 baseline=c.baseline, group_size=c.samples_per_prompt,
                                 shaping_baseline=c.shaping_baseline, credit=c.credit, gamma=c.gamma)
-    loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg, c.star_keep)
+    loss_fn, on_policy = phase_loss(c.method, lm, chunk, cfg, c.star_keep, config.sampling.temperature)
     ref_params = params  # pi_ref: the model at the start of the stage
 
     def make_batch(step, state, phase=phase, c=c, ref_params=ref_params, on_policy=on_policy):

@@ -10,7 +10,7 @@
   spc.py              SPC offline loss (sequence-level clipped ratio + SFT)
   critic.py           DeepCritic earliest-error reward and RL loss
   sft.py              masked SFT negative log-likelihood
-  loss.py             build_loss_fn: objective + log-probs + inputs -> loss_fn(params, batch, rng)
+  loss.py             build_loss_fn: objective + log-probs + inputs -> loss_fn(params, batch)
 
 Every objective has the signature `objective(policy_logp, batch, config) ->
 (loss, aux)`; only `policy_logp` depends on the parameters.

@@ -34,9 +34,16 @@ def k2(logp_BxT, ref_logp_BxT):
   return 0.5 * jnp.square(logp_BxT - ref_logp_BxT)
 
 
+# k3's exp(-log_ratio) overflows fp32 for a log-ratio below about -88 (a token the policy has all but
+# ruled out and the reference has not): the log-ratio is clamped here first. At the bound the estimate
+# is already ~4.9e8 nats, and below it the penalty stops growing (its gradient there is 0).
+K3_MIN_LOG_RATIO = -20.0
+
+
 def k3(logp_BxT, ref_logp_BxT):
-  """Low-variance estimator: (r - 1) - log r with r = pi_ref / pi_theta."""
-  log_ratio_BxT = logp_BxT - ref_logp_BxT
+  """Low-variance estimator: (r - 1) - log r with r = pi_ref / pi_theta, the log-ratio clamped at
+  K3_MIN_LOG_RATIO so that the estimate stays finite."""
+  log_ratio_BxT = jnp.maximum(logp_BxT - ref_logp_BxT, K3_MIN_LOG_RATIO)
   return jnp.expm1(-log_ratio_BxT) + log_ratio_BxT
 
 

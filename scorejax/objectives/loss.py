@@ -1,4 +1,4 @@
-"""The one builder of `loss_fn(params, batch, rng) -> (loss, aux)` from a pure objective.
+"""The one builder of `loss_fn(params, batch) -> (loss, aux)` from a pure objective.
 
 Every objective in this package has the signature
 
@@ -11,7 +11,7 @@ read off the packed batch's fields) and `config` its frozen dataclass. So
 the train step only does value_and_grad + the optimizer:
 
   loss_fn = build_loss_fn(score.stage1_loss, model_logprobs(lm, 64, attempts_view), score_inputs, cfg)
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ LogprobsFn = Callable[[Any, Mapping], Any]
 
 def build_loss_fn(objective: Callable, logprobs_fn: LogprobsFn, inputs: Callable[[Mapping], Any],
                   config: Any) -> Callable:
-  """`loss_fn(params, batch, rng) = objective(logprobs_fn(params, batch), inputs(batch), config)`.
+  """`loss_fn(params, batch) = objective(logprobs_fn(params, batch), inputs(batch), config)`.
 
   Args:
     objective: e.g. `score.stage1_loss`, `critic.critic_rl_loss`, `sft.sft_loss`.
@@ -36,18 +36,22 @@ def build_loss_fn(objective: Callable, logprobs_fn: LogprobsFn, inputs: Callable
     config: the objective's frozen config.
   """
 
-  def loss_fn(params, batch, rng=None):
-    del rng  # the objectives here are deterministic given the batch
+  def loss_fn(params, batch):  # deterministic given the batch: its samples were drawn when it was made
     return objective(logprobs_fn(params, batch), inputs(batch), config)
 
   return loss_fn
 
 
-def model_logprobs(lm, chunk_size: int, view: Callable[[Any], Any] = lambda logp_BxT: logp_BxT) -> LogprobsFn:
-  """(params, batch) -> view(log pi_theta(tokens_BxT)): one teacher-forced forward pass, chunked log-probs."""
+def model_logprobs(lm, chunk_size: int, view: Callable[[Any], Any] = lambda logp_BxT: logp_BxT,
+                   temperature: float = 1.0) -> LogprobsFn:
+  """(params, batch) -> view(log pi_theta(tokens_BxT)): one teacher-forced forward pass, chunked log-probs.
+
+  `temperature`: log-probs of softmax(logits / temperature), the distribution a sampler at that
+  temperature draws from, so that an on-policy objective trains the policy its rollouts came from.
+  """
 
   def logprobs_fn(params, batch):
     return view(sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                                  chunk_size=chunk_size))
+                                  chunk_size=chunk_size, temperature=temperature))
 
   return logprobs_fn
