@@ -103,30 +103,55 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
   return "\n".join(lines)
 
 
-def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[str]]) -> None:
-  """One PNG with a panel per entry: title -> metric keys plotted against the global step."""
+def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[str]], *, from_step: int = 0,
+                x_label: str = "step", bars: tuple[str, Mapping[str, Mapping[str, float]], Sequence[str]] | None = None
+                ) -> None:
+  """One PNG with a panel per entry: title -> metric keys plotted against the global step.
+
+  `from_step`: only records from that global step on, on an axis of their own
+  (x = step - from_step, labelled `x_label`), e.g. the RL phases after a long
+  SFT phase. `bars`: (title, {row: {metric: value}}, metrics), a last panel
+  with one group of bars per row (a results table, in % for fractions).
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  records = read_jsonl(metrics_path)
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+  records = [r for r in read_jsonl(metrics_path) if r["step"] >= from_step]
+  n = len(panels) + (bars is not None)
+  fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6), squeeze=False)
   for ax, (title, keys) in zip(axes[0], panels.items()):
     for key in keys:
-      points = [(r["step"], r[key]) for r in records if key in r]
+      points = [(r["step"] - from_step, r[key]) for r in records if key in r]
       if points:
         xs, ys = zip(*points)
         ax.plot(xs, ys, label=key, marker="." if len(points) < 30 else None)
     phases = {}
     for r in records:
-      phases.setdefault(r["phase"], r["step"])
+      phases.setdefault(r["phase"], r["step"] - from_step)
     for phase, start in phases.items():
       ax.axvline(start, color="grey", lw=0.5, ls=":")
       ax.text(start, ax.get_ylim()[1], phase, fontsize=7, va="top", rotation=90, color="grey")
     ax.set_title(title)
-    ax.set_xlabel("step")
+    ax.set_xlabel(x_label)
     if ax.get_legend_handles_labels()[0]:  # a panel whose metrics were never logged stays empty
       ax.legend(fontsize=7)
+  if bars is not None:
+    _bar_panel(axes[0][-1], *bars)
   fig.tight_layout()
   fig.savefig(out_path, dpi=100)
   plt.close(fig)
+
+
+def _bar_panel(ax, title: str, table: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> None:
+  """Grouped bars: one group per row of `table`, one bar per key, values in %."""
+  rows = list(table)
+  width = 0.8 / max(1, len(keys))
+  for j, key in enumerate(keys):
+    xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
+    ax.bar(xs, [100 * table[r][key] for r in rows], width, label=key)
+  ax.axhline(0, color="black", lw=0.5)
+  ax.set_xticks(range(len(rows)), rows, rotation=30, fontsize=7)
+  ax.set_ylabel("%")
+  ax.set_title(title)
+  ax.legend(fontsize=7)

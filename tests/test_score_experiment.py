@@ -53,11 +53,12 @@ def test_main_writes_every_output(finished_run):
     assert table["delta"] == pytest.approx(table["delta_i2c"] - table["delta_c2i"])
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   phases = {r["phase"] for r in records}
-  assert phases == {"base", "stage1", "stage1_best", "stage2", "stage2_best"}
+  assert phases == {"base", "stage1", "stage2"}
   rl = [r for r in records if r["phase"] == "stage2" and "loss" in r]
   assert rl and all("reward_y1" in r and "reward_y2" in r and "kl_y1" in r for r in rl)
   dev = [r for r in records if "dev_delta" in r]  # interval evaluations, on training-split problems
-  assert {r["phase"] for r in dev} == {"stage1", "stage2"}
+  assert {r["phase"] for r in dev} == {"base", "stage1", "stage2"}
+  assert [r["step"] for r in dev if r["phase"] == "base"] == [12]  # once, where the RL curves start
   assert all(set(r) >= {f"dev_{k}" for k in KEYS} | {"dev_carry_right_y2"} for r in dev)
   assert (workdir / "curves.png").stat().st_size > 1000
   assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))

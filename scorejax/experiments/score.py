@@ -320,7 +320,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The full evaluation of a phase's params (its last, or `name` = "<phase>_best"), cached in eval.json."""
     def compute():
       out = dict(evaluate(lm, p, task, config, mesh, task.eval_problems), **extra)
-      writer.write(offsets[phase or name][1], name, {f"eval_{k}": out[k] for k in METRIC_KEYS})
+      prefix = "eval_best_" if phase else "eval_"
+      writer.write(offsets[phase or name][1], phase or name, {f"{prefix}{k}": out[k] for k in METRIC_KEYS})
       return out
     return results.get(name, compute)
 
@@ -344,6 +345,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       lambda step, state: (base_sft_batch(task, config, step), {}), offsets["base"][0])
   evaluate_once("base", params)
   base_params = params
+  if dev_problems and not any(r["phase"] == "base" and "dev_delta" in r for r in read_jsonl(writer.path)):
+    writer.write(offsets["base"][1], "base", interval_eval(params))  # where the dev curves start
 
   # STAGE I and STAGE II (or a baseline's training in both slots), each evaluated at its last and its
   # best-reward checkpoint; Stage II starts from Stage I's `select.next_stage` one
@@ -395,8 +398,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(format_table(carry, CARRY_KEYS))
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
-        "reward per attempt": ("reward_y1", "reward_y2"),
-        "dev (greedy, training split)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
-        "dev carrying lines": tuple(f"dev_{k}" for k in CARRY_KEYS),
-        "loss": ("loss",)})
+        "reward per attempt (training rollouts)": ("reward_y1", "reward_y2"),
+        "dev (greedy, training split; step 0: the base)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
+        "dev carrying lines": tuple(f"dev_{k}" for k in CARRY_KEYS)},
+        from_step=offsets["base"][1], x_label="RL step",
+        bars=("held-out (greedy)", table, ("acc_t1", "acc_t2", "delta", "delta_c2i")))
   return results.results
