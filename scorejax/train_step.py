@@ -30,6 +30,9 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 scalar: optimizer steps taken (skipped ones included)
   params: Any  # model parameters (a nested dict of arrays)
   opt_state: Any  # optax state, sharded like the parameters
+  # A typed PRNG key split once per step. No objective reads it (each is deterministic given its batch,
+  # whose samples are drawn from (seed, phase, step)); it stays so that every saved checkpoint restores.
+  rng: jax.Array
   nonfinite_steps: jax.Array  # int32 scalar: steps whose update was skipped
 
 
@@ -87,7 +90,7 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, rules=parallel.DEFAU
     return NamedSharding(mesh, parallel.spec_for(parallel.path_str(path), leaf.shape, mesh, rules))
 
   return TrainState(
-      step=rep, nonfinite_steps=rep,
+      step=rep, rng=rep, nonfinite_steps=rep,
       params=jax.tree_util.tree_map_with_path(one, abstract_state.params),
       opt_state=jax.tree_util.tree_map_with_path(one, abstract_state.opt_state))
 
@@ -100,12 +103,12 @@ def init_train_state(init_params: Callable[[jax.Array], Any], optimizer: optax.G
   `params`, when given (e.g. imported from a checkpoint), are used instead of
   `init_params`; they are resharded if needed.
   """
-  init_key, _ = jax.random.split(key)  # the split keeps the params an unsplit key would not give
+  init_key, state_key = jax.random.split(key)
 
   def build(k, p):
     p = init_params(k) if p is None else p
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
-                      nonfinite_steps=jnp.zeros((), jnp.int32))
+                      rng=state_key, nonfinite_steps=jnp.zeros((), jnp.int32))
 
   shardings = state_shardings(jax.eval_shape(build, init_key, params), mesh, rules)
   state = jax.jit(build, out_shardings=shardings)(init_key, params)
@@ -151,6 +154,7 @@ def grads_and_metrics(loss_fn: LossFn, params, batch, accum_steps: int):
 def train_step(state: TrainState, batch, *, loss_fn: LossFn, optimizer: optax.GradientTransformation,
                accum_steps: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. A non-finite loss or gradient leaves params and optimizer state untouched."""
+  rng, _ = jax.random.split(state.rng)
   loss, grads, aux = grads_and_metrics(loss_fn, state.params, batch, accum_steps)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -158,7 +162,7 @@ def train_step(state: TrainState, batch, *, loss_fn: LossFn, optimizer: optax.Gr
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(
       step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-      nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+      rng=rng, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), nonfinite=(~finite).astype(jnp.float32))
   return new_state, metrics
 
