@@ -79,6 +79,7 @@ def get_config(arg: str = ""):
   c.eval.interval_problems = 250  # the dev set: fixed training-split problems (tuning never reads eval)
 
   c.select = config_blocks.score_selection()
+  c.inference = config_blocks.score_inference(problems=500)
 
   c.checkpoint = config_blocks.checkpointing(every=20)
   return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_score.py")
@@ -95,6 +96,7 @@ def _shrink(c):
   c.stage1.warmup_steps = c.stage2.warmup_steps = 2
   c.eval.batch_size, c.eval.every, c.eval.interval_problems = 64, 10, 32
   c.select.window, c.select.every = 3, 5
+  c.inference.attempts, c.inference.episodes, c.inference.problems = 3, 2, 16
   c.checkpoint.every = 10
 
 

@@ -92,6 +92,18 @@ def score_selection() -> ml_collections.ConfigDict:
   return s
 
 
+def score_inference(problems: int) -> ml_collections.ConfigDict:
+  """SCoRe's inference-time evaluation of the base and the final model (inference.json): greedy Acc@t over
+  `attempts` sequential attempts, and self-consistency at equal sampled tokens over up to `episodes`
+  two-attempt episodes (majority of their y2) against first attempts alone."""
+  s = ml_collections.ConfigDict()
+  s.attempts = 4  # sequential attempts, the instruction appended after each
+  s.episodes = 8  # most episodes per problem (k = 1, 2, 4, ...); the parallel peer samples up to twice as many
+  s.temperature = 1.0  # the sampled episodes and first attempts
+  s.problems = problems  # first held-out problems evaluated (0: all)
+  return s
+
+
 def checkpointing(every: int) -> ml_collections.ConfigDict:
   k = ml_collections.ConfigDict()
   k.every = every  # steps between checkpoints

@@ -65,6 +65,17 @@ def test_main_writes_every_output(finished_run):
   for phase in ("base", "stage1", "stage2"):
     assert os.listdir(workdir / "checkpoints" / phase)
   assert "acc_t1" in proc.stdout and "stage2" in proc.stdout  # the final table
+  inference = json.loads((workdir / "inference.json").read_text())
+  assert set(inference) == {"base", "stage2"}
+  for name, r in inference.items():
+    # the same greedy attempts as the evaluation's (one cache, the instruction after each), then a third
+    assert r["attempts"]["acc_at"][:2] == [full[name]["acc_t1"], full[name]["acc_t2"]]
+    assert len(r["attempts"]["acc_at"]) == 3 and len(r["attempts"]["c2i"]) == 2
+    assert r["attempts"]["c2i"][0] == pytest.approx(full[name]["delta_c2i"])
+    assert [row["episodes"] for row in r["scaling"]] == [1, 2]
+    for row in r["scaling"]:  # the parallel peer's tokens within half a sample of the episodes', or capped
+      per_sample = row["parallel_tokens"] / row["parallel_k"]
+      assert row["parallel_capped"] or abs(row["parallel_tokens"] - row["tokens"]) <= per_sample / 2 + 1e-9
 
 
 def test_rerun_of_a_finished_run_changes_nothing(finished_run):

@@ -90,7 +90,8 @@ def tiny_overrides(assets) -> dict:
           "stage2.batch_size": 4, "stage1.samples_per_prompt": 2, "stage2.samples_per_prompt": 2,
           "stage1.warmup_steps": 0, "stage2.warmup_steps": 0, "eval.batch_size": 4, "eval.every": 0,
           "checkpoint.every": 1, "checkpoint.async_save": False, "logprob_chunk": 32, "tensorboard": False,
-          "task.dev_size": 1}
+          "task.dev_size": 1, "inference.attempts": 3, "inference.episodes": 2, "inference.problems": 4,
+          "select.every": 1, "select.window": 1}
 
 
 def qwen_config(assets, **extra):

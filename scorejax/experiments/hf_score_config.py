@@ -67,6 +67,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.eval.interval_problems = 128  # the dev set: train rows held out from training (task.dev_size)
 
   c.select = config_blocks.score_selection()
+  c.inference = config_blocks.score_inference(problems=128)
   c.select.every = 25  # a candidate at every checkpoint
 
   c.checkpoint = ml_collections.ConfigDict()

@@ -48,8 +48,15 @@ from scorejax.phases import (
   claim_workdir,
   phase_offsets,
 )
-from scorejax.rollouts import first_turn, next_turn, padded_width, to_batch
+from scorejax.rollouts import (
+  first_turn,
+  next_turn,
+  padded_width,
+  sample_batched,
+  to_batch,
+)
 from scorejax.sampling import Greedy, Sample, SamplerConfig
+from scorejax.search import voted_reward, votes_at_tokens
 from scorejax.tasks import arith
 from scorejax.tasks.arith.task import ArithTask
 from scorejax.tasks.base import make_task, stream_id
@@ -58,6 +65,7 @@ from scorejax.train_step import OptimizerConfig
 __all__ = ["run", "Preempted"]
 
 PHASES = ("base", "stage1", "stage2")
+INFERENCE_FILE = "inference.json"
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 CARRY_KEYS = ("carry_right_y1", "carry_right_y2", "carry_dropped_y1", "carry_dropped_y2")
 
@@ -154,6 +162,75 @@ def evaluate(lm: LM, params, task: ArithTask, config, mesh, problems: list) -> d
   out = dict(score_metrics(t1, t2), num_problems=len(problems), examples=examples)
   if isinstance(task, ArithTask):
     out.update(lines_y1=arith.carry_profile(texts1), lines_y2=arith.carry_profile(texts2))
+  return out
+
+
+def sequential_attempts(lm: LM, params, task, problems, key, rule, sampler: SamplerConfig, mesh,
+                        attempts: int) -> list[list[list[int]]]:
+  """attempts[t][b]: attempt t + 1 of problem b, each after the instruction appended to the last (one cache)."""
+  prompts = [task.prompt_ids(p) for p in problems]
+  pad, instruction = task.tokenizer.pad_id, task.instruction_ids
+  cache = sampler.buckets(padded_width(prompts) + attempts * sampler.max_new_tokens
+                          + (attempts - 1) * len(instruction))
+  keys = jax.random.split(key, attempts)
+  turn = first_turn(lm, params, prompts, keys[0], rule, sampler, mesh, pad_id=pad, cache_length=cache)
+  out = [turn.ids]
+  for t in range(1, attempts):
+    turn = next_turn(lm, params, turn, [instruction] * len(problems), keys[t], rule, sampler, mesh, pad_id=pad)
+    out.append(turn.ids)
+  return out
+
+
+def accuracy_at_attempts(lm: LM, params, task, config, mesh, problems: list) -> dict:
+  """Greedy Acc@t for t = 1..K (`inference.attempts`), and each round's i->c and c->i, as the paper's
+  more-attempts evaluation: the instruction is appended again after every attempt, the cache reused."""
+  sampler, k, bs = sampler_config(config, task), config.inference.attempts, config.eval.batch_size
+  right = np.zeros((k, len(problems)), bool)
+  for i in range(0, len(problems), bs):
+    chunk = problems[i:i + bs]
+    for t, ids in enumerate(sequential_attempts(lm, params, task, chunk, jax.random.key(0), Greedy(), sampler,
+                                                mesh, k)):
+      right[t, i:i + len(chunk)] = [task.reward(p, y) > 0.5 for p, y in zip(chunk, ids)]
+  return {"acc_at": right.mean(1).tolist(),
+          "i2c": [float(np.mean(~right[t - 1] & right[t])) for t in range(1, k)],
+          "c2i": [float(np.mean(right[t - 1] & ~right[t])) for t in range(1, k)]}
+
+
+def inference_scaling(lm: LM, params, task, config, mesh, problems: list, key) -> list[dict]:
+  """Self-consistency at equal sampled tokens: majority over k two-attempt episodes' second attempts
+  (parallel + sequential) against majority over first attempts alone (parallel), k = 1, 2, 4, ...
+
+  For each k the parallel peer votes over as many first attempts as the episodes' mean sampled tokens
+  (y1 and y2) buy, at most 2 * `inference.episodes` of them (`parallel_capped` says when it hit that).
+  """
+  c = config.inference
+  sampler, rule, bs = sampler_config(config, task), Sample(temperature=c.temperature), config.eval.batch_size
+  n, n_plain = c.episodes, 2 * c.episodes
+  k_episode, k_plain = jax.random.split(key)
+  y2 = [[] for _ in problems]
+  spent = np.zeros((len(problems), n))  # tokens of episode j of problem b: y1 and y2
+  rows = [(b, j) for b in range(len(problems)) for j in range(n)]
+  for i in range(0, len(rows), bs):
+    part = rows[i:i + bs]
+    ep = two_attempts(lm, params, task, [problems[b] for b, _ in part], jax.random.fold_in(k_episode, i), rule,
+                      sampler, mesh)
+    for (b, j), a, z in zip(part, ep.y1, ep.y2):
+      y2[b].append(z)
+      spent[b, j] = len(a) + len(z)
+  plain, _ = sample_batched(lm, params, [task.prompt_ids(p) for p in problems], k_plain, rule, sampler, mesh,
+                            pad_id=task.tokenizer.pad_id, batch_size=bs, n=n_plain)
+  plain = [plain[b * n_plain:(b + 1) * n_plain] for b in range(len(problems))]
+  per_sample = float(np.mean([len(y) for group in plain for y in group]))
+  out, k = [], 1
+  while k <= n:
+    tokens = float(spent[:, :k].sum(1).mean())
+    m = votes_at_tokens(tokens, per_sample)
+    used = min(m, n_plain)
+    out.append({"episodes": k, "tokens": tokens,
+                "sequential_mv": float(np.mean([voted_reward(task, p, g[:k]) for p, g in zip(problems, y2)])),
+                "parallel_k": used, "parallel_tokens": per_sample * used, "parallel_capped": m > n_plain,
+                "parallel_mv": float(np.mean([voted_reward(task, p, g[:used]) for p, g in zip(problems, plain)]))})
+    k *= 2
   return out
 
 
@@ -384,8 +461,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if select:
       best, best_step = runner.best_params(phase, params)
       evaluate_once(f"{phase}_best", best, phase, checkpoint_step=best_step)
-      if config.select.next_stage == "best":
+      if config.select.next_stage == "best" and phase != PHASES[-1]:
         params = best
+
+  # MORE ATTEMPTS AND INFERENCE-TIME SCALING, of the base and the final model (inference.json)
+  inference = EvalCache(workdir, INFERENCE_FILE)
+  problems = task.eval_problems[:config.inference.problems or None]
+  for name, p in (("base", base_params), (PHASES[-1], params)):
+    inference.get(name, lambda p=p: {
+        "attempts": accuracy_at_attempts(lm, p, task, config, mesh, problems),
+        "scaling": inference_scaling(lm, p, task, config, mesh, problems, jax.random.key(config.seed))})
 
   # REPORT
   writer.close()
@@ -396,6 +481,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if carry:
     print("carrying + and - lines (greedy, held-out):")
     print(format_table(carry, CARRY_KEYS))
+  for name, r in inference.results.items():
+    print(f"{name}: Acc@t for t = 1..{len(r['attempts']['acc_at'])}: "
+          + " ".join(f"{100 * a:.1f}" for a in r["attempts"]["acc_at"]))
+    for row in r["scaling"]:
+      print(f"  {row['episodes']} episodes ({row['tokens']:.0f} tokens): MV over y2 {100 * row['sequential_mv']:.1f}; "
+            f"MV@{row['parallel_k']} first attempts ({row['parallel_tokens']:.0f} tokens) "
+            f"{100 * row['parallel_mv']:.1f}{' (capped)' if row['parallel_capped'] else ''}")
   if jax.process_index() == 0 and read_jsonl(writer.path):
     plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
         "reward per attempt (training rollouts)": ("reward_y1", "reward_y2"),
