@@ -79,7 +79,8 @@ def get_config(arg: str = ""):
   c.eval.interval_problems = 250  # the dev set: fixed training-split problems (tuning never reads eval)
 
   c.select = config_blocks.score_selection()
-  c.inference = config_blocks.score_inference(problems=500)
+  c.inference = config_blocks.score_inference(problems=250)
+  c.inference.episodes = 4  # 250 problems x (4 episodes + 8 first attempts + 4 greedy attempts), twice: ~1.5 min
 
   c.checkpoint = config_blocks.checkpointing(every=20)
   return config_blocks.apply_variants(c, arg, _shrink, VARIANTS, "configs/arith_score.py")
