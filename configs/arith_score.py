@@ -75,7 +75,7 @@ def get_config(arg: str = ""):
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 250  # problems decoded together
-  c.eval.every = 40  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
+  c.eval.every = 20  # RL steps between greedy evaluations on a dev set (0: only at phase ends)
   c.eval.interval_problems = 250  # the dev set: fixed training-split problems (tuning never reads eval)
 
   c.select = config_blocks.score_selection()

@@ -104,14 +104,16 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
 
 
 def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[str]], *, from_step: int = 0,
-                x_label: str = "step", bars: tuple[str, Mapping[str, Mapping[str, float]], Sequence[str]] | None = None
-                ) -> None:
+                x_label: str = "step", bars: tuple[str, Mapping[str, Mapping[str, float]], Sequence[str]] | None = None,
+                phase_starts: Mapping[str, int] | None = None) -> None:
   """One PNG with a panel per entry: title -> metric keys plotted against the global step.
 
   `from_step`: only records from that global step on, on an axis of their own
   (x = step - from_step, labelled `x_label`), e.g. the RL phases after a long
   SFT phase. `bars`: (title, {row: {metric: value}}, metrics), a last panel
   with one group of bars per row (a results table, in % for fractions).
+  `phase_starts`: {phase: global first step} for the phase lines (default: each
+  phase's first logged record).
   """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -129,6 +131,8 @@ def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[
     phases = {}
     for r in records:
       phases.setdefault(r["phase"], r["step"] - from_step)
+    if phase_starts is not None:
+      phases = {name: start - from_step for name, start in phase_starts.items() if start >= from_step}
     for phase, start in phases.items():
       ax.axvline(start, color="grey", lw=0.5, ls=":")
       ax.text(start, ax.get_ylim()[1], phase, fontsize=7, va="top", rotation=90, color="grey")

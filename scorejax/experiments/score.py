@@ -494,5 +494,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "dev (greedy, training split; step 0: the base)": ("dev_acc_t1", "dev_acc_t2", "dev_delta"),
         "dev carrying lines": tuple(f"dev_{k}" for k in CARRY_KEYS)},
         from_step=offsets["base"][1], x_label="RL step",
+        phase_starts={slot["phase"]: offsets[slot["phase"]][0] for slot in slots},
         bars=("held-out (greedy)", table, ("acc_t1", "acc_t2", "delta", "delta_c2i")))
   return results.results
