@@ -126,7 +126,7 @@ def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model):
   loss_fn = build_loss_fn(spc_obj.spc_loss, model_logprobs(lm, 32), spc.offline_inputs, cfg)
   mixed = spc.offline_batch(records, data.critic_sft_rows("test/sft", 0, 8)[0], task)
   assert mixed["is_sft_B"].tolist() == [0.0] * 8 + [1.0] * 8
-  _, aux = jax.jit(loss_fn)(params, mixed, None)
+  _, aux = jax.jit(loss_fn)(params, mixed)
   assert float(aux["ratio"]) == pytest.approx(1.0, abs=1e-4)  # pi_theta == pi_ref at the round's start
   assert float(aux["game_records"]) == 8 and float(aux["sft_records"]) == 8 and float(aux["sft_loss"]) > 0
   batch = spc.offline_batch(records, [], task)  # the game records alone: the direction of the RL term
