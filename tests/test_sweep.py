@@ -39,3 +39,11 @@ def test_sweep_runs_variants_sharing_the_base(tmp_path):
   assert not any(r["phase"] == "base" and "loss" in r for r in records)
   assert {r["phase"] for r in records if "loss" in r} == {"stage1", "stage2"}
   assert "variant" in (tmp_path / "table.md").read_text()
+
+
+def test_a_variant_that_changes_only_stage2_shares_stage1():
+  config = "configs/arith_score.py"
+  assert sweep.shared_phases(config, f"{config}:no_shaping") == ("base", "stage1")  # stage2.alpha only
+  assert sweep.shared_phases(f"{config}:smoke", f"{config}:credit_return,smoke") == ("base", "stage1")
+  for variant in ("star", "no_stage1", "self_refine"):  # their Stage I slot trains something else
+    assert sweep.shared_phases(config, f"{config}:{variant}") == ("base",), variant
