@@ -26,6 +26,11 @@ FAMILY_KWARGS = {
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         rms_norm_eps=1e-6, tie_word_embeddings=True, rope_theta=1_000_000.0,
         bos_token_id=None, eos_token_id=3),
+    "qwen3": dict(
+        vocab_size=103, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256,
+        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1_000_000.0,
+        bos_token_id=None, eos_token_id=3),
 }
 
 
@@ -74,8 +79,10 @@ def build_hf_model(family: str, seed: int = 0, **overrides):
   import torch
   import transformers
   kwargs = dict(FAMILY_KWARGS[family], **overrides)
-  cls_config = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
-  cls_model = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[family]
+  cls_config = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+                "qwen3": transformers.Qwen3Config}[family]
+  cls_model = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
+               "qwen3": transformers.Qwen3ForCausalLM}[family]
   torch.manual_seed(seed)
   model = cls_model(cls_config(**kwargs)).eval()
   with torch.no_grad():  # random biases and norms, so a mis-mapped tensor shows

@@ -5,11 +5,13 @@ import re
 import subprocess
 import sys
 
+import pytest
 from hf_fixtures import save_hf_model
 
 
-def test_convert_check_prints_small_diff_and_exports(tmp_path):
-  src = save_hf_model("llama", tmp_path / "src")
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_convert_check_prints_small_diff_and_exports(tmp_path, family):
+  src = save_hf_model(family, tmp_path / "src")
   out = tmp_path / "out"
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   proc = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 from hf_fixtures import build_hf_model, hf_logits, padded_batch
 from scorejax.models import LM, ModelConfig, hf, tiny_arith
 
-FAMILIES = ["llama", "qwen2"]
+FAMILIES = ["llama", "qwen2", "qwen3"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -143,6 +143,20 @@ def test_num_params_counts_untied_and_biases():
   assert n == config.num_params() == 80 + 80 + 72 + 72 + 64 + 384 + 24
 
 
+def test_num_params_counts_each_familys_parameters_as_transformers_does(family_ckpt):
+  _, model, path = family_ckpt
+  config = hf.config_from_hf(json.loads(open(os.path.join(path, "config.json")).read()))
+  assert config.num_params() == sum(p.numel() for p in model.parameters())  # qwen3: its q/k norms too
+
+
+def test_qk_norm_belongs_to_qwen3_alone():
+  kw = dict(vocab_size=10, d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=4, d_ff=16)
+  with pytest.raises(ValueError, match="qk_norm=False with family='qwen3'"):
+    ModelConfig(family="qwen3", **kw)
+  with pytest.raises(ValueError, match="qk_norm=True with family='llama'"):
+    ModelConfig(family="llama", qk_norm=True, **kw)
+
+
 # ----------------------------------------------------------------------------
 # Import errors name the tensor / file and what was expected
 # ----------------------------------------------------------------------------
@@ -183,8 +197,9 @@ def test_wrong_shape_names_tensor_expected_and_actual(family_ckpt, tmp_path):
   _, model, path = family_ckpt
   name = "model.layers.0.self_attn.k_proj.weight"
   _rewrite_tensors(path, tmp_path, lambda t: {**t, name: t[name][:-1]})
-  d = model.config.hidden_size
-  with pytest.raises(ValueError, match=rf"{name} has shape \(31, {d}\), expected \(32, {d}\)"):
+  d, c = model.config.hidden_size, model.config
+  k = c.num_key_value_heads * (getattr(c, "head_dim", None) or d // c.num_attention_heads)
+  with pytest.raises(ValueError, match=rf"{name} has shape \({k - 1}, {d}\), expected \({k}, {d}\)"):
     hf.load_hf(str(tmp_path))
 
 

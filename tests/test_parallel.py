@@ -12,6 +12,7 @@ from scorejax.models import LM, ModelConfig
 
 CONFIG = ModelConfig(family="qwen2", vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                      head_dim=16, d_ff=128, qkv_bias=True, tie_embeddings=False)
+QWEN3 = CONFIG.replace(family="qwen3", qkv_bias=False, qk_norm=True)  # its per-head q/k norms sharded too
 
 
 def _forward(lm, params, batch, mesh=None):
@@ -21,17 +22,18 @@ def _forward(lm, params, batch, mesh=None):
     return np.asarray(jax.jit(lm.apply)(params, *parallel.shard_batch(batch, mesh))[0])
 
 
-@pytest.mark.parametrize("axes", [
-    {"data": 8}, {"fsdp": 8}, {"data": 2, "fsdp": 2, "tensor": 2}, {"data": -1, "tensor": 2}])
-def test_sharded_forward_equals_single_device(axes):
-  lm = LM.from_config(CONFIG)
+@pytest.mark.parametrize("axes,config", [
+    ({"data": 8}, CONFIG), ({"fsdp": 8}, CONFIG), ({"data": 2, "fsdp": 2, "tensor": 2}, CONFIG),
+    ({"data": -1, "tensor": 2}, CONFIG), ({"data": 2, "fsdp": 2, "tensor": 2}, QWEN3)])
+def test_sharded_forward_equals_single_device(axes, config):
+  lm = LM.from_config(config)
   ref_params = lm.init(jax.random.key(0))
-  tokens, positions, mask = padded_batch(CONFIG.vocab_size)
+  tokens, positions, mask = padded_batch(config.vocab_size)
   batch = tuple(np.concatenate([x] * 3)[:8] for x in (tokens, positions, mask))  # 8 rows
   expected = _forward(lm, ref_params, batch)
 
   mesh = parallel.make_mesh(axes)
-  parallel.check_model_fits(CONFIG, mesh)
+  parallel.check_model_fits(config, mesh)
   shardings = parallel.param_shardings(lm.abstract_params(), mesh)
   params = jax.jit(lm.init, out_shardings=shardings)(jax.random.key(0))  # created sharded
   q = params["layers"][0]["self_attn"]["q_proj"]["kernel"]

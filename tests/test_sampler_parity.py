@@ -22,7 +22,7 @@ def _hf_greedy(model, tokens, mask, eos):
   return np.pad(new, ((0, 0), (0, NEW_TOKENS - new.shape[1])))  # generate stops when all rows have
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
 def test_greedy_equals_transformers_generate(family, tmp_path):
   import jax
   # A wider init than the checkpoint default, so that greedy does not just repeat one token.

@@ -7,7 +7,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-FAMILIES = ("llama", "qwen2")
+FAMILIES = ("llama", "qwen2", "qwen3")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -24,13 +24,14 @@ class RopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """A decoder-only transformer of the Llama / Qwen2 families.
+  """A decoder-only transformer of the Llama / Qwen2 / Qwen3 families.
 
-  The two families differ only in data: Qwen2 has biases on q/k/v, and the
-  checkpoints differ in RoPE base, norm epsilon and tying of the embeddings.
+  The families differ only in data: Qwen2 has biases on q/k/v, Qwen3 an
+  RMSNorm over each head's queries and keys (no biases), and the checkpoints
+  differ in RoPE base, norm epsilon and tying of the embeddings.
   """
 
-  family: str  # "llama" or "qwen2": selects the HF architecture on export
+  family: str  # "llama", "qwen2" or "qwen3": selects the HF architecture on export
   vocab_size: int  # V
   d_model: int  # D, HF hidden_size
   n_layers: int  # L
@@ -44,6 +45,7 @@ class ModelConfig:
   max_position_embeddings: int = 2048
   tie_embeddings: bool = False  # logits use the input embedding table
   qkv_bias: bool = False  # Qwen2: True
+  qk_norm: bool = False  # Qwen3: True (RMSNorm over each head's q and k, before RoPE)
   attention_out_bias: bool = False  # Llama `attention_bias` also biases o_proj
   mlp_bias: bool = False
   param_dtype: str = "float32"  # storage dtype of the parameters
@@ -60,6 +62,9 @@ class ModelConfig:
       raise ValueError(
           f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads} "
           "for grouped-query attention")
+    if self.qk_norm != (self.family == "qwen3"):
+      raise ValueError(f"qk_norm={self.qk_norm} with family={self.family!r}: the per-head q/k norm is "
+                       "Qwen3's, and every Qwen3 layer has it (set qk_norm=True exactly for family 'qwen3')")
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {sorted(_DTYPES)}")
@@ -84,6 +89,8 @@ class ModelConfig:
       attn += q + 2 * kv
     if self.attention_out_bias:
       attn += d
+    if self.qk_norm:
+      attn += 2 * hd
     mlp = 3 * d * f + (2 * f + d if self.mlp_bias else 0)
     per_layer = attn + mlp + 2 * d
     embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)

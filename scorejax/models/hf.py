@@ -23,7 +23,7 @@ from scorejax import parallel
 from scorejax.models.config import ModelConfig, RopeScaling
 from scorejax.models.lm import LM, Params
 
-ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
 _ARCH_OF_FAMILY = {v: k for k, v in ARCHITECTURES.items()}
 
 _ST_DTYPES = {
@@ -65,7 +65,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
   archs = hf.get("architectures") or []
   family = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
   if family is None:
-    family = {"llama": "llama", "qwen2": "qwen2"}.get(hf.get("model_type", ""))
+    family = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}.get(hf.get("model_type", ""))
   if family is None:
     raise ValueError(f"{where}: unsupported architecture {archs or hf.get('model_type')!r}; "
                      f"supported: {sorted(ARCHITECTURES)}")
@@ -86,7 +86,8 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
       max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=family == "qwen2" or bool(hf.get("attention_bias", False)),
-      attention_out_bias=family == "llama" and bool(hf.get("attention_bias", False)),
+      attention_out_bias=family in ("llama", "qwen3") and bool(hf.get("attention_bias", False)),
+      qk_norm=family == "qwen3",
       mlp_bias=bool(hf.get("mlp_bias", False)),
       param_dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32",
       initializer_range=float(hf.get("initializer_range", 0.02)),
@@ -96,7 +97,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-  """The HF config dict of a ModelConfig (loadable by transformers' Llama/Qwen2 classes)."""
+  """The HF config dict of a ModelConfig (loadable by transformers' Llama / Qwen2 / Qwen3 classes)."""
   c = config
   rope: dict[str, Any] = {"rope_type": "default", "rope_theta": c.rope_theta}
   if c.rope_scaling is not None:
@@ -117,11 +118,17 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "bos_token_id": c.bos_token_id,
       "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
   }
-  if c.family == "llama":
+  if c.family in ("llama", "qwen3"):
     if c.qkv_bias != c.attention_out_bias:
-      raise ValueError("a llama checkpoint biases q/k/v and o together (attention_bias); "
+      raise ValueError(f"a {c.family} checkpoint biases q/k/v and o together (attention_bias); "
                        f"got qkv_bias={c.qkv_bias}, attention_out_bias={c.attention_out_bias}")
-    hf.update(attention_bias=c.qkv_bias, mlp_bias=c.mlp_bias)
+    hf.update(attention_bias=c.qkv_bias)
+    if c.family == "llama":
+      hf.update(mlp_bias=c.mlp_bias)
+    elif c.mlp_bias:
+      raise ValueError("a qwen3 checkpoint has no MLP biases")
+    else:
+      hf.update(use_sliding_window=False, sliding_window=None)
   else:
     if not c.qkv_bias or c.attention_out_bias or c.mlp_bias:
       raise ValueError("a qwen2 checkpoint has biases on q/k/v only")

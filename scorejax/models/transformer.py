@@ -153,6 +153,9 @@ class Attention(nnx.Module):
     self.k_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
     self.v_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
     self.o_proj = Linear(c.n_heads * c.head_dim, c.d_model, c, bias=c.attention_out_bias, rngs=rngs)
+    if c.qk_norm:  # Qwen3: over each head's features, shared by the heads
+      self.q_norm = RMSNorm(c.head_dim, c)
+      self.k_norm = RMSNorm(c.head_dim, c)
 
   def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
     """Returns the attention output and this layer's (k, v) buffers when a cache is given.
@@ -165,8 +168,12 @@ class Attention(nnx.Module):
     c = self.config
     b, t, _ = x_BxTxD.shape
     inv_freq = rope_inv_freq(c)
-    q_BxTxNxH = apply_rope(self.q_proj(x_BxTxD).reshape(b, t, c.n_heads, c.head_dim), positions_BxT, inv_freq)
-    k_BxTxKxH = apply_rope(self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim), positions_BxT, inv_freq)
+    q_BxTxNxH = self.q_proj(x_BxTxD).reshape(b, t, c.n_heads, c.head_dim)
+    k_BxTxKxH = self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
+    if c.qk_norm:
+      q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
+    q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, inv_freq)
+    k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, inv_freq)
     v_BxTxKxH = self.v_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
 
     k_BxKxTxH = k_BxTxKxH.transpose(0, 2, 1, 3)
