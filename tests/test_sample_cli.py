@@ -12,12 +12,11 @@ from hf_fixtures import ALPHABET, VOCAB, build_hf_model, save_char_tokenizer
 _ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  """A tiny Llama (EOS 2) with a character tokenizer of its vocabulary, and transformers' greedy output."""
+def _checkpoint(tmp_path_factory, family):
+  """A tiny `family` model (EOS 2) with a character tokenizer of its vocabulary, and transformers' greedy output."""
   import torch
-  path = tmp_path_factory.mktemp("llama_tok")
-  model = build_hf_model("llama", initializer_range=0.3, vocab_size=VOCAB)
+  path = tmp_path_factory.mktemp(f"{family}_tok")
+  model = build_hf_model(family, initializer_range=0.3, vocab_size=VOCAB, eos_token_id=2)
   model.save_pretrained(path)
   save_char_tokenizer(path)
   prompt_ids = [ALPHABET.index(c) + 4 for c in "12+3="]
@@ -27,13 +26,24 @@ def checkpoint(tmp_path_factory):
   return str(path), prompt_ids, out[0, len(prompt_ids):].tolist()
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  return _checkpoint(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="module")
+def qwen3_checkpoint(tmp_path_factory):
+  return _checkpoint(tmp_path_factory, "qwen3")
+
+
 def _run(*args):
   return subprocess.run([sys.executable, "-m", "scorejax.sample", *args], capture_output=True, text=True,
                         env=_ENV, timeout=300)
 
 
-def test_prompt_text_prints_greedy_ids_then_text(checkpoint):
-  path, _, expected = checkpoint
+@pytest.mark.parametrize("which", ["checkpoint", "qwen3_checkpoint"])
+def test_prompt_text_prints_greedy_ids_then_text(which, request):
+  path, _, expected = request.getfixturevalue(which)
   proc = _run(f"--hf_dir={path}", "--prompt=12+3=", "--max_new_tokens=6", "--greedy")
   assert proc.returncode == 0, proc.stderr[-2000:]
   # transformers' greedy tokens, cut after EOS (2) if it came; the text skips special tokens.
