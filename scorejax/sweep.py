@@ -8,10 +8,11 @@ one seed share their base policy: the first run trains it and the others start
 from a copy of its base checkpoint, since the base phase does not depend on
 the variant. A variant whose config differs from the first run's only in
 Stage II's keys (or the inference-time evaluation's) also starts from a copy
-of its Stage I (`shared_phases`): it is the same run up to there. Every run is evaluated on the same held-out problems; the table
-reports each run's final model (after stage2) and, in a row of its own
-("<variant> (best)"), its best-training-reward Stage II checkpoint where the
-run kept one (RL methods on their own episodes).
+of its Stage I (`shared_phases`): it is the same run up to there. Every run is
+evaluated on the same held-out problems; the table reports each run's final
+model (after stage2) and, in a row of its own ("<variant> (best)"), its
+best-training-reward Stage II checkpoint where the run kept one (RL methods on
+their own episodes).
 
 Writes WORKDIR/table.json and WORKDIR/table.md and prints the table.
 """

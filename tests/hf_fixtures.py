@@ -119,12 +119,17 @@ def hf_logits(model, tokens, positions, mask) -> np.ndarray:
   return out.logits.float().numpy()
 
 
-def config_with(config_file: str, arg: str, overrides: dict):
-  """configs/<config_file>'s get_config(arg) with dotted-key overrides, as the command line would set them."""
+def config_module(config_file: str):
+  """The module of configs/<config_file> (its get_config, its VARIANTS)."""
   spec = importlib.util.spec_from_file_location(config_file, os.path.join(ROOT, "configs", config_file))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return set_keys(module.get_config(arg), overrides)
+  return module
+
+
+def config_with(config_file: str, arg: str, overrides: dict):
+  """configs/<config_file>'s get_config(arg) with dotted-key overrides, as the command line would set them."""
+  return set_keys(config_module(config_file).get_config(arg), overrides)
 
 
 def set_keys(config, changes: dict):

@@ -131,26 +131,17 @@ def test_a_base_first_attempt_share_outside_0_1_fails_before_compute(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
-def _variant_config(variant, **overrides):
-  """configs/arith_score.py:<variant> with --config.KEY=VALUE overrides applied after it, as main does."""
-  import importlib.util
-
-  from hf_fixtures import set_keys
-  spec = importlib.util.spec_from_file_location("arith_score", os.path.join("configs", "arith_score.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module, set_keys(module.get_config(variant), overrides)
-
-
 @pytest.mark.parametrize("overrides", [{}, {"stage1.steps": 50, "stage2.batch_size": 32}])
 def test_every_variant_trains_with_scores_budget(overrides):
+  from hf_fixtures import config_module, config_with
+
   from scorejax.experiments import score
-  module, config = _variant_config("", **overrides)
-  reference = score.training_phases(config)
+  # --config.KEY=VALUE overrides apply after the variant, as main applies them
+  reference = score.training_phases(config_with("arith_score.py", "", overrides))
   budget = lambda slots: (sum(s["steps"] for s in slots), sum(s["episodes"] for s in slots))
   assert [s["method"] for s in reference] == ["score_stage1", "score_stage2"]
-  for variant in module.VARIANTS:
-    slots = score.training_phases(_variant_config(variant, **overrides)[1])
+  for variant in config_module("arith_score.py").VARIANTS:
+    slots = score.training_phases(config_with("arith_score.py", variant, overrides))
     methods = {s["method"] for s in slots}
     if variant == "self_refine":  # prompting only
       assert budget(slots) == (0, 0)
@@ -165,15 +156,9 @@ def test_every_variant_trains_with_scores_budget(overrides):
 
 
 def _arith_config(*overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("arith_score", os.path.join("configs", "arith_score.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
-  for key, value in overrides:
-    section, name = key.split(".")
-    config[section][name] = value
-  return config
+  """configs/arith_score.py:smoke with (dotted key, value) overrides."""
+  from hf_fixtures import config_with
+  return config_with("arith_score.py", "smoke", dict(overrides))
 
 
 def _attempt_rewards(task, config, step, attempt):

@@ -393,10 +393,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = EvalCache(workdir)
   offsets = phase_offsets([("base", config.base.steps)] + [(s["phase"], s["steps"]) for s in slots])
 
-  def evaluate_once(name, p, phase=None, **extra):
-    """The full evaluation of a phase's params (its last, or `name` = "<phase>_best"), cached in eval.json."""
+  def evaluate_once(name, p, phase=None, same_as=None, **extra):
+    """The full evaluation of a phase's params (its last, or `name` = "<phase>_best"), cached in eval.json;
+    `same_as`: an evaluated name whose params these are (its evaluation is reused, not repeated)."""
     def compute():
-      out = dict(evaluate(lm, p, task, config, mesh, task.eval_problems), **extra)
+      measured = results.results[same_as] if same_as else evaluate(lm, p, task, config, mesh, task.eval_problems)
+      out = dict(measured, **extra)
       prefix = "eval_best_" if phase else "eval_"
       writer.write(offsets[phase or name][1], phase or name, {f"{prefix}{k}": out[k] for k in METRIC_KEYS})
       return out
@@ -460,7 +462,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_once(phase, params, checkpoint_step=steps)
     if select:
       best, best_step = runner.best_params(phase, params)
-      evaluate_once(f"{phase}_best", best, phase, checkpoint_step=best_step)
+      evaluate_once(f"{phase}_best", best, phase, same_as=phase if best_step == steps else None,
+                    checkpoint_step=best_step)
       if config.select.next_stage == "best" and phase != PHASES[-1]:
         params = best
 

@@ -118,20 +118,19 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "bos_token_id": c.bos_token_id,
       "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
   }
-  if c.family in ("llama", "qwen3"):
+  if c.family == "qwen2":
+    if not c.qkv_bias or c.attention_out_bias or c.mlp_bias:
+      raise ValueError("a qwen2 checkpoint has biases on q/k/v only")
+  else:  # llama, qwen3: one attention_bias covers q/k/v and o
     if c.qkv_bias != c.attention_out_bias:
       raise ValueError(f"a {c.family} checkpoint biases q/k/v and o together (attention_bias); "
                        f"got qkv_bias={c.qkv_bias}, attention_out_bias={c.attention_out_bias}")
-    hf.update(attention_bias=c.qkv_bias)
-    if c.family == "llama":
-      hf.update(mlp_bias=c.mlp_bias)
-    elif c.mlp_bias:
+    if c.family == "qwen3" and c.mlp_bias:
       raise ValueError("a qwen3 checkpoint has no MLP biases")
-    else:
-      hf.update(use_sliding_window=False, sliding_window=None)
-  else:
-    if not c.qkv_bias or c.attention_out_bias or c.mlp_bias:
-      raise ValueError("a qwen2 checkpoint has biases on q/k/v only")
+    hf["attention_bias"] = c.qkv_bias
+  if c.family == "llama":
+    hf["mlp_bias"] = c.mlp_bias
+  else:  # the Qwen families: no sliding window
     hf.update(use_sliding_window=False, sliding_window=None)
   return hf
 
