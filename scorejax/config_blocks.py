@@ -104,6 +104,21 @@ def score_inference(problems: int) -> ml_collections.ConfigDict:
   return s
 
 
+def sandbox() -> ml_collections.ConfigDict:
+  """How generated programs run against their tests (`scorejax.sandbox.SandboxConfig`, field by field)."""
+  b = ml_collections.ConfigDict()
+  b.timeout_s = 10.0  # wall clock per program and its tests
+  b.memory_mb = 1024  # address space
+  b.output_bytes = 1 << 16  # stdout + stderr kept; more kills the program
+  b.file_size_mb = 16  # largest file a program may write in its directory
+  b.open_files = 64
+  b.processes = 64  # enforced for a non-root user (root's workers run as nobody)
+  b.isolation = "auto"  # bwrap, unshare or rlimits; auto: the first that works here (recorded in eval.json)
+  b.workers = 0  # programs run at once; 0: one per CPU
+  b.python_guard = True  # no process creation, sockets or writes outside its directory, inside the interpreter
+  return b
+
+
 def checkpointing(every: int) -> ml_collections.ConfigDict:
   k = ml_collections.ConfigDict()
   k.every = every  # steps between checkpoints

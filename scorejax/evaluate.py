@@ -3,6 +3,7 @@
     python -m scorejax.evaluate processbench --predictions=FILE.jsonl
     python -m scorejax.evaluate score --attempts=FILE.jsonl
     python -m scorejax.evaluate critic --hf_dir=DIR --processbench=FILE.jsonl [--maj_k=8]
+    python -m scorejax.evaluate code --tasks=TASKS.jsonl --completions=FILE.jsonl [--timeout_s=10]
 
 processbench: each record has `label` (0-indexed earliest wrong step, -1 when
 none), `prediction` (an integer, or null for an unparseable critique; a list
@@ -22,6 +23,15 @@ its last \boxed{} (anything else is invalid and wrong). Prints the metrics
 above plus "invalid"; with --maj_k=K also K sampled critiques each
 ("maj1_mean_f1": the mean over the K samples, "majk_mean_f1": their Maj@K,
 samples without a judgement discarded first).
+
+code: runs each completion (`task_id`, `completion`: a reply with a ```python
+block, or bare code) against its task's tests in the sandbox
+(`scorejax/sandbox.py`). TASKS is MBPP (task_id, text or prompt, test_list[,
+test_setup_code]) or HumanEval (task_id, prompt, test, entry_point) JSONL;
+MBPP's integer ids match "mbpp/<id>" too. Prints {"pass_rate", "n",
+"reasons": {reason: count}, "sandbox": the isolation used, "completions":
+[{"task_id", "passed"[, "reason", "detail"]}]}, the reason (timeout, memory,
+error, failed, syntax, forbidden, output_limit, crashed) for each that failed.
 
 Rates are fractions in [0, 1]; an undefined rate (no sample of that kind) is
 null. A malformed record stops the command with its file and line on stderr
@@ -136,6 +146,25 @@ def critic_on_processbench(hf_dir: str, path: str, maj_k: int = 1, templates_nam
   return result
 
 
+def code_from_files(tasks_path: str, completions_path: str, timeout_s: float = 10.0, isolation: str = "auto",
+                    workers: int = 0) -> dict:
+  from scorejax import sandbox
+  from scorejax.tasks import code
+
+  problems = {p.id: p for p in code.read_code_problems(tasks_path)}
+  rows = code.read_completions(completions_path, problems)
+  box = sandbox.Sandbox(sandbox.SandboxConfig(timeout_s=timeout_s, isolation=isolation, workers=workers))
+  outcomes = box.run_many([code.program(p, completion) for p, completion in rows])
+  per_row = [{"task_id": p.id, "passed": o.passed} if o.passed else
+             {"task_id": p.id, "passed": False, "reason": o.reason, "detail": o.detail}
+             for (p, _), o in zip(rows, outcomes)]
+  reasons: dict[str, int] = {}
+  for o in outcomes:
+    reasons[o.reason] = reasons.get(o.reason, 0) + 1
+  return {"pass_rate": sum(o.passed for o in outcomes) / len(outcomes), "n": len(outcomes), "reasons": reasons,
+          "sandbox": box.description, "completions": per_row}
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m scorejax.evaluate",
@@ -156,16 +185,24 @@ def main(argv: list[str] | None = None) -> int:
   cr.add_argument("--top_p", type=float, default=1.0)
   cr.add_argument("--batch_size", type=int, default=16, help="critiques decoded together")
   cr.add_argument("--seed", type=int, default=0)
+  co = commands.add_parser("code", help="run completions against their tasks' tests in the sandbox")
+  co.add_argument("--tasks", required=True, help="MBPP or HumanEval JSONL")
+  co.add_argument("--completions", required=True, help="JSONL with task_id, completion")
+  co.add_argument("--timeout_s", type=float, default=10.0, help="wall clock per program and its tests")
+  co.add_argument("--isolation", default="auto", help="auto, bwrap, unshare or rlimits (scorejax/sandbox.py)")
+  co.add_argument("--workers", type=int, default=0, help="programs run at once; 0: one per CPU")
   args = parser.parse_args(argv)
   try:
     if args.command == "processbench":
       result = processbench_from_file(args.predictions)
+    elif args.command == "code":
+      result = code_from_files(args.tasks, args.completions, args.timeout_s, args.isolation, args.workers)
     elif args.command == "critic":
       result = critic_on_processbench(args.hf_dir, args.processbench, args.maj_k, args.templates,
                                       args.max_new_tokens, args.temperature, args.top_p, args.batch_size, args.seed)
     else:
       result = score_from_file(args.attempts)
-  except (RecordError, FileNotFoundError, ValueError) as e:
+  except (RecordError, OSError, ValueError) as e:  # OSError: a missing file, a sandbox that cannot run
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(result, sort_keys=True))

@@ -87,7 +87,7 @@ class Outcome:
   output: str = ""  # the program's stdout and stderr, cut at output_bytes
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(OSError):
   """The isolation a config asks for does not work on this machine; the message says why."""
 
 

@@ -135,8 +135,11 @@ def test_parse_final_answer():
   assert isinstance(templates.parse_final_answer("1+1=2", "arith"), Invalid)
   assert templates.parse_final_answer("The final answer is $\\pi$.", "math") == "\\pi"
   assert isinstance(templates.parse_final_answer("no idea", "math"), Invalid)
+  # A program's tests decide, not a stated answer: self-consistency has nothing to vote on.
+  assert templates.parse_final_answer("def f(): return 2", "code") == Invalid(
+      "a program states no final answer: its tests decide")
   with pytest.raises(ValueError, match="unknown answer kind"):
-    templates.parse_final_answer("x", "code")
+    templates.parse_final_answer("x", "lean")
 
 
 def test_parse_sneaky():

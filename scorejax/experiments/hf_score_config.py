@@ -1,4 +1,5 @@
-"""SCoRe on an HF checkpoint, on MATH (MATH500 held out) or GSM8K: the config both HF configs share.
+"""SCoRe on an HF checkpoint, on MATH (MATH500 held out), GSM8K or code (MBPP, HumanEval held out):
+the config both HF configs share.
 
 configs/qwen_score.py and configs/llama_score.py differ only in the model
 directory; see their docstrings for how to get the data and run them.
@@ -12,16 +13,19 @@ from scorejax.config_blocks import HF_MESHES
 MATH_TRAIN = "/data/math/train.jsonl"
 MATH500_TEST = "/data/math500/test.jsonl"
 GSM8K_DATA_DIR = "/data/tfds"
+MBPP = "/data/mbpp/mbpp.jsonl"
+HUMANEVAL = "/data/humaneval/HumanEval.jsonl"
+DATASETS = ("math", "gsm8k", "code")
 
 
 def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.ConfigDict:
   """The config of `config_file` (named in errors) for the checkpoint in `model_dir`."""
   parts = [p for p in arg.split(",") if p]
-  datasets = [p for p in parts if p in ("math", "gsm8k")]
+  datasets = [p for p in parts if p in DATASETS]
   hosts = [p for p in parts if p in ("tpu", "gpu")]
-  unknown = [p for p in parts if p not in ("math", "gsm8k", "tpu", "gpu")]
+  unknown = [p for p in parts if p not in DATASETS + ("tpu", "gpu")]
   if unknown or len(datasets) > 1 or len(hosts) > 1:
-    raise ValueError(f"{config_file}: bad argument {arg!r}; expected one of math / gsm8k, "
+    raise ValueError(f"{config_file}: bad argument {arg!r}; expected one of math / gsm8k / code, "
                      "optionally with one of tpu / gpu, e.g. 'math,tpu'")
   dataset = datasets[0] if datasets else "math"
   host = hosts[0] if hosts else ""
@@ -46,7 +50,8 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0  # training rollouts (the paper samples at 1.0); evaluation is greedy
-  # Per attempt: MATH solutions of 1-2B instruct models run to several hundred tokens; GSM8K's are shorter.
+  # Per attempt: MATH solutions of 1-2B instruct models run to several hundred tokens; GSM8K's and MBPP's
+  # programs are shorter.
   c.sampling.max_new_tokens = 1024 if dataset == "math" else 512
 
   c.base = ml_collections.ConfigDict()
@@ -75,6 +80,13 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.checkpoint.max_to_keep = 2
   c.checkpoint.async_save = True
 
+  if dataset == "code":  # the paper's MBPP run: lr 1e-5, beta2 0.25 (1500 steps of batch 128)
+    for stage in (c.stage1, c.stage2):
+      stage.learning_rate = 1e-5
+    c.stage1.beta2 = 0.25
+    c.stage1.steps, c.stage2.steps = 500, 1000  # the paper's 1500 steps of batch 128, a third in Stage I
+    c.eval.interval_problems = 64  # of MBPP's 90 validation problems (task.dev_size)
+    c.inference.episodes = 0  # a program states no final answer to vote on: Acc@t only
   if host == "gpu":  # 80 GB per device: decode more problems at once
     c.eval.batch_size = 128
   return c
@@ -82,7 +94,9 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
 
 def _task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict()
-  t.name = dataset  # "math": MATH train / MATH500 eval files; "gsm8k": tfds GSM8K
+  t.name = dataset  # "math": MATH train / MATH500 eval files; "gsm8k": tfds GSM8K; "code": MBPP / HumanEval
+  if dataset == "code":
+    return _code_task(t, model)
   if dataset == "math":
     t.train_path = MATH_TRAIN  # MATH train split (.jsonl / .json / .parquet; answer from \boxed{})
     t.eval_path = MATH500_TEST  # MATH500 test.jsonl, the paper's held-out set
@@ -122,3 +136,17 @@ def _stage(method, steps, alpha, beta1, beta2):
   s.star_keep = "right_y2"  # star: the episodes trained on: "right_y2" (every right y2) or "i2c" (y1 wrong)
   s.base_first_attempts = 0.0  # share of prompts whose y1 the base model samples (the paper's optional Stage II mix)
   return s
+
+
+def _code_task(t: ml_collections.ConfigDict, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  t.mbpp_path = MBPP  # the published mbpp.jsonl (974 problems): train 601-974, validation 511-600, test 11-510
+  t.humaneval_path = HUMANEVAL  # HumanEval.jsonl (164 problems), read when eval = "humaneval"
+  t.eval = "humaneval"  # held out: "humaneval" (the paper) or "mbpp" (MBPP's test split)
+  t.repair_path = ""  # MBPP-R: JSONL of task_id + completion (wrong first attempts to fix); "": not evaluated
+  t.eval_size = 0  # first N held-out problems for the tables; 0: all
+  t.dev_size = 90  # MBPP validation problems read as the dev set (>= eval.interval_problems)
+  t.tokenizer_dir = model.get_ref("hf_dir") + ""
+  t.templates = "code"  # MBPP's prompt; SCoRe's instruction for code
+  t.chat_template = True
+  t.sandbox = config_blocks.sandbox()
+  return t

@@ -59,7 +59,7 @@ from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.search import voted_reward, votes_at_tokens
 from scorejax.tasks import arith
 from scorejax.tasks.arith.task import ArithTask
-from scorejax.tasks.base import make_task, stream_id
+from scorejax.tasks.base import batch_rewards, make_task, stream_id
 from scorejax.train_step import OptimizerConfig
 
 __all__ = ["run", "Preempted"]
@@ -109,9 +109,7 @@ def two_attempts(lm: LM, params, task, problems, key, rule, sampler: SamplerConf
     t2 = first_turn(lm, params, [x + y + task.instruction_ids for x, y in zip(prompts, y1)], k2, rule, sampler,
                     mesh, pad_id=pad, cache_length=cache_length)
   y2 = t2.ids
-  return Episodes(problems, prompts, y1, y2,
-                  np.array([task.reward(p, y) for p, y in zip(problems, y1)], np.float32),
-                  np.array([task.reward(p, y) for p, y in zip(problems, y2)], np.float32),
+  return Episodes(problems, prompts, y1, y2, batch_rewards(task, problems, y1), batch_rewards(task, problems, y2),
                   np.full(len(problems), first_attempts is None))
 
 
@@ -162,7 +160,24 @@ def evaluate(lm: LM, params, task: ArithTask, config, mesh, problems: list) -> d
   out = dict(score_metrics(t1, t2), num_problems=len(problems), examples=examples)
   if isinstance(task, ArithTask):
     out.update(lines_y1=arith.carry_profile(texts1), lines_y2=arith.carry_profile(texts2))
+  if hasattr(task, "sandbox"):
+    out["sandbox"] = task.sandbox.description
+  if getattr(task, "repairs", None) and problems is task.eval_problems:
+    out["repair"] = repair(lm, params, task, config, mesh)
   return out
+
+
+def repair(lm: LM, params, task, config, mesh) -> dict:
+  """MBPP-R, the offline repair evaluation: greedy y2 after a given wrong y1 (`task.repair_pairs`);
+  `fixed` is the share of them whose y2 passes its tests."""
+  problems, attempts, dropped = task.repair_pairs
+  sampler, bs, fixed = sampler_config(config, task), config.eval.batch_size, []
+  for i in range(0, len(problems), bs):
+    given = [task.answer_ids(a) for a in attempts[i:i + bs]]
+    ep = two_attempts(lm, params, task, problems[i:i + bs], jax.random.key(0), Greedy(), sampler, mesh,
+                      first_attempts=given)
+    fixed += ep.reward_y2.tolist()
+  return {"fixed": float(np.mean(fixed)) if fixed else None, "n": len(problems), "dropped_passing": dropped}
 
 
 def sequential_attempts(lm: LM, params, task, problems, key, rule, sampler: SamplerConfig, mesh,
@@ -190,7 +205,7 @@ def accuracy_at_attempts(lm: LM, params, task, config, mesh, problems: list) -> 
     chunk = problems[i:i + bs]
     for t, ids in enumerate(sequential_attempts(lm, params, task, chunk, jax.random.key(0), Greedy(), sampler,
                                                 mesh, k)):
-      right[t, i:i + len(chunk)] = [task.reward(p, y) > 0.5 for p, y in zip(chunk, ids)]
+      right[t, i:i + len(chunk)] = batch_rewards(task, chunk, ids) > 0.5
   return {"acc_at": right.mean(1).tolist(),
           "i2c": [float(np.mean(~right[t - 1] & right[t])) for t in range(1, k)],
           "c2i": [float(np.mean(right[t - 1] & ~right[t])) for t in range(1, k)]}
@@ -473,13 +488,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for name, p in (("base", base_params), (PHASES[-1], params)):
     inference.get(name, lambda p=p: {
         "attempts": accuracy_at_attempts(lm, p, task, config, mesh, problems),
-        "scaling": inference_scaling(lm, p, task, config, mesh, problems, jax.random.key(config.seed))})
+        "scaling": inference_scaling(lm, p, task, config, mesh, problems, jax.random.key(config.seed))
+        if config.inference.episodes else []})
 
   # REPORT
   writer.close()
   names = [n for phase in PHASES for n in (phase, f"{phase}_best")]
   table = {name: results.results[name] for name in names if name in results}
   print(format_table(table, METRIC_KEYS))
+  for name, r in table.items():
+    if r.get("repair"):
+      print(f"{name}: MBPP-R (repair of {r['repair']['n']} wrong first attempts): "
+            f"{100 * r['repair']['fixed']:.1f}% fixed")
   carry = {name: columns for name, r in table.items() if (columns := carry_columns(r))}
   if carry:
     print("carrying + and - lines (greedy, held-out):")

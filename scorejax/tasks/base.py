@@ -27,6 +27,10 @@ labels, `tasks.processbench.LabelledSolution`):
   solution_text(steps)           the steps joined as the policy writes a solution
   parse_critique(text, n)        the 0-indexed step a critique's \\boxed{} names, -1, or `templates.Invalid`
 
+A task may also give `rewards(problems, ids)` for a whole batch at once
+(`batch_rewards` uses it): the code task (`tasks.code`, MBPP / HumanEval)
+runs its programs concurrently in the sandbox.
+
 MATH and GSM8K (`tasks.math_task`) give every step method but the two that
 need a checker (earliest_error, reference_steps): their labels come from
 records (ProcessBench, PRM800K) or from Monte Carlo estimation.
@@ -47,6 +51,10 @@ import numpy as np
 # The streams of the SCoRe experiment keep the ids they had as positions in its phase list
 # (base, stage1, stage2), so that its measured runs replay exactly; every other name is hashed.
 _FIXED_STREAM_IDS = {"base": 0, "stage1": 1, "stage2": 2}
+
+
+class MissingData(FileNotFoundError):
+  """A data set named by the config is not on disk; the message says how to get it."""
 
 
 def stream_id(stream: str) -> int:
@@ -105,8 +113,16 @@ class StepTask(WholeAnswerTask, Protocol):
   def parse_critique(self, text: str, num_steps: int): ...
 
 
+def batch_rewards(task, problems: Sequence, ids: Sequence) -> np.ndarray:
+  """r(y, y*) of each sample, [B] float32: the task's batched `rewards` where it has one (a code task runs
+  its programs concurrently in the sandbox), else `reward` one sample at a time."""
+  if hasattr(task, "rewards"):
+    return np.asarray(task.rewards(problems, ids), np.float32)
+  return np.array([task.reward(p, y) for p, y in zip(problems, ids)], np.float32)
+
+
 def make_task(config: ml_collections.ConfigDict, needs_train: bool = True):
-  """The task named by config.name ("arith", "gsm8k", "math"), built from the rest of config.
+  """The task named by config.name ("arith", "gsm8k", "math", "code"), built from the rest of config.
 
   `needs_train=False`: a run that draws no training problems (a critic
   trained on labelled files) may leave MATH's train_path empty.
@@ -117,4 +133,7 @@ def make_task(config: ml_collections.ConfigDict, needs_train: bool = True):
   if config.name in ("gsm8k", "math"):
     from scorejax.tasks.math_task import MathTask
     return MathTask(config, needs_train)
-  raise ValueError(f"config.task.name={config.name!r}; expected one of ['arith', 'gsm8k', 'math']")
+  if config.name == "code":
+    from scorejax.tasks.code import CodeTask
+    return CodeTask(config, needs_train)
+  raise ValueError(f"config.task.name={config.name!r}; expected one of ['arith', 'gsm8k', 'math', 'code']")

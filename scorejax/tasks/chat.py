@@ -9,7 +9,11 @@ once per task, with stand-in attempts, and say what differs when it fails.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+
 from scorejax.tasks import templates
+from scorejax.tokenizers import plain_concatenation
 
 
 class ChatTemplateError(ValueError):
@@ -76,3 +80,45 @@ def instruction_ids(render, tokenizer, ts: templates.TemplateSet, problem: str,
   if not p:
     raise ChatTemplateError("the chat template renders no tokens for the second-turn instruction")
   return p
+
+
+@dataclasses.dataclass(frozen=True)
+class Turns:
+  """How a task on an HF tokenizer writes conversations as tokens: what every such task shares.
+
+  `render` is the chat template (None: plain concatenation of the contents);
+  an attempt is closed by `attempt_end` (the template's end-of-turn token, or
+  EOS), sampling stops at any of `stop_ids`, and `instruction_ids` are the
+  tokens of SCoRe's second-turn instruction p after a closed attempt.
+  """
+
+  tokenizer: object
+  render: Callable | None
+  attempt_end: list[int]
+  stop_ids: tuple[int, ...]
+  instruction_ids: list[int]
+
+  def messages_ids(self, messages: Sequence[dict]) -> list[int]:
+    text = self.render(list(messages), True) if self.render else plain_concatenation(messages)
+    return self.tokenizer.encode(text)
+
+  def answer_ids(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text) + self.attempt_end
+
+  def text(self, ids) -> str:
+    return self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
+
+
+def task_turns(tokenizer, ts: templates.TemplateSet, use_chat: bool, probe: str) -> Turns:
+  """The Turns of a task whose prompts are `ts`, through the tokenizer's chat template when `use_chat`
+  (checked on the problem text `probe`: `turn_end_id`, `instruction_ids`)."""
+  render = tokenizer.apply_chat_template if use_chat else None
+  turn_end = turn_end_id(render, tokenizer, ts, probe)
+  # The token the policy is trained and expected to close an attempt with.
+  attempt_end = [tokenizer.eos_id if turn_end is None else turn_end]
+  stop_ids = tuple(dict.fromkeys([tokenizer.eos_id] + attempt_end))
+  if use_chat:
+    p = instruction_ids(render, tokenizer, ts, probe, attempt_end)
+  else:  # plain text: the sampled y1 ends with EOS and p follows it
+    p = tokenizer.encode(ts.self_correct)
+  return Turns(tokenizer, render, attempt_end, stop_ids, p)

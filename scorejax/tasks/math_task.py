@@ -18,14 +18,9 @@ import numpy as np
 
 from scorejax.rewards import answers
 from scorejax.tasks import gsm8k, math_data, templates
-from scorejax.tasks.base import endless_shuffle
-from scorejax.tasks.chat import instruction_ids, turn_end_id
-from scorejax.tokenizers import HFTokenizer, plain_concatenation
-
-
-class MissingData(FileNotFoundError):
-  """A data set named by the config is not on disk; the message says how to get it."""
-
+from scorejax.tasks.base import MissingData, endless_shuffle
+from scorejax.tasks.chat import task_turns
+from scorejax.tokenizers import HFTokenizer
 
 MATH_HOW_TO_GET = (
     "MATH / MATH500 are read from local .jsonl, .json or .parquet files (nothing is downloaded): "
@@ -101,30 +96,21 @@ class MathTask:
     self.tokenizer = HFTokenizer(c.tokenizer_dir)
     self.templates = templates.get_templates(c.templates)
     probe = self.eval_problems[0].text if self.eval_problems else self.train[0].text
-    use_chat = c.chat_template and self.tokenizer.has_chat_template
-    self._render = self.tokenizer.apply_chat_template if use_chat else None
-    turn_end = turn_end_id(self._render, self.tokenizer, self.templates, probe)
-    # The token the policy is trained and expected to close an attempt with.
-    self.attempt_end = [self.tokenizer.eos_id if turn_end is None else turn_end]
-    self.stop_ids = tuple(dict.fromkeys([self.tokenizer.eos_id] + self.attempt_end))
-    if use_chat:
-      self.instruction_ids = instruction_ids(self._render, self.tokenizer, self.templates, probe,
-                                             self.attempt_end)
-    else:  # plain text: the sampled y1 ends with EOS and p follows it
-      self.instruction_ids = self.tokenizer.encode(self.templates.self_correct)
+    self.turns = task_turns(self.tokenizer, self.templates, c.chat_template and self.tokenizer.has_chat_template,
+                            probe)
+    self.stop_ids, self.instruction_ids = self.turns.stop_ids, self.turns.instruction_ids
 
   def messages_ids(self, messages: Sequence[dict]) -> list[int]:
-    text = self._render(list(messages), True) if self._render else plain_concatenation(messages)
-    return self.tokenizer.encode(text)
+    return self.turns.messages_ids(messages)
 
   def prompt_ids(self, problem: MathProblem) -> list[int]:
     return self.messages_ids(templates.solve_messages(self.templates, problem.text))
 
   def answer_ids(self, text: str) -> list[int]:
-    return self.tokenizer.encode(text) + self.attempt_end
+    return self.turns.answer_ids(text)
 
   def text(self, ids) -> str:
-    return self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
+    return self.turns.text(ids)
 
   def reward(self, problem: MathProblem, ids) -> float:
     return answers.math_reward(self.text(ids), problem.answer)

@@ -16,7 +16,7 @@ A `TemplateSet` holds every prompt one task needs, as format strings:
 
 Sets: "math" (the SCoRe instruction verbatim, ProcessBench's paragraph tags
 indexed from 0), "deepcritic" (the same, steps numbered from 1 as DeepCritic
-does) and "arith" (short prompts for the character-level built-in task,
+does), "code" (MBPP's prompt, SCoRe's instruction for code) and "arith" (short prompts for the character-level built-in task,
 steps numbered from 1). A custom set is `dataclasses.replace(TEMPLATES[name], ...)`.
 
 Separators live inside the contents: rendered without a chat template (plain
@@ -58,6 +58,13 @@ SCORE_MATH_INSTRUCTION = (
     '"Final Answer: The final answer is $answer$. I hope it is correct."'
 )
 
+# SCoRe's math instruction with "solution" read as "code" (the second turn on MBPP / HumanEval).
+SCORE_CODE_INSTRUCTION = (
+    "There might be an error in the code above because of lack of understanding "
+    "of the question. Please correct the error, if any, and rewrite the solution. "
+    "Only output the final correct Python program!"
+)
+
 CORRECT_VERDICT = "<Answer>Correct</Answer>"
 INCORRECT_VERDICT = "<Answer>Incorrect</Answer>"
 
@@ -67,7 +74,7 @@ class TemplateSet:
   """All prompts of one task; fields are `str.format` templates (see module docstring)."""
 
   name: str  # key in TEMPLATES
-  answer_kind: str  # "math" (extracted string) or "arith" (the integer on the Answer: line)
+  answer_kind: str  # "math" (extracted string), "arith" (the integer on the Answer: line) or "code" (none: tests)
   solve: str  # first attempt; {problem}
   self_correct: str  # SCoRe second-turn user message; no fields
   step_critic: str  # {problem} {previous_steps} {step}
@@ -167,6 +174,17 @@ _DEEPCRITIC = dataclasses.replace(
     critique_first_index=1,
 )
 
+# MBPP's prompt (Austin et al. 2021) around a problem whose text carries its shown tests (`tasks.code`). No
+# critic method runs on code: the critic fields are the math set's.
+_CODE = dataclasses.replace(
+    _MATH,
+    name="code",
+    answer_kind="code",
+    solve=("You are an expert Python programmer, and here is your task: {problem}\n\n"
+           "Write the whole program in one ```python code block.\n"),
+    self_correct="\n\n" + SCORE_CODE_INSTRUCTION + "\n\n",
+)
+
 # Short prompts: the built-in task is read by character-level models on a CPU.
 _ARITH = TemplateSet(
     name="arith",
@@ -182,7 +200,7 @@ _ARITH = TemplateSet(
     sneaky="Q: {problem}\n{previous_steps}Step: {step}\nErrors: {error_types}\n",
 )
 
-TEMPLATES: dict[str, TemplateSet] = {t.name: t for t in (_MATH, _DEEPCRITIC, _ARITH)}
+TEMPLATES: dict[str, TemplateSet] = {t.name: t for t in (_MATH, _DEEPCRITIC, _CODE, _ARITH)}
 
 
 def get_templates(name: str) -> TemplateSet:
@@ -338,7 +356,9 @@ def parse_final_answer(text: str, kind: str = "math") -> str | int | Invalid:
   if kind == "math":
     value = answers.extract_final_answer(text)
     return Invalid("no final answer found") if value is None else value
-  raise ValueError(f"unknown answer kind {kind!r}; expected 'math' or 'arith'")
+  if kind == "code":
+    return Invalid("a program states no final answer: its tests decide")
+  raise ValueError(f"unknown answer kind {kind!r}; expected 'math', 'arith' or 'code'")
 
 
 def parse_sneaky(text: str, error_types: Sequence[str]) -> tuple[str, str] | Invalid:
