@@ -31,6 +31,23 @@ FAMILY_KWARGS = {
         num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256,
         rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1_000_000.0,
         bos_token_id=None, eos_token_id=3),
+    # A window of 5 positions, so that the 12-token test rows and long prompts cross it; caps small enough to bind
+    # at this init (each one skipped moves the logits by more than 1e-3) and a
+    # query scalar unlike head_dim, so that a skipped soft-cap or the wrong scale shows.
+    "gemma2": dict(
+        vocab_size=107, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        rms_norm_eps=1e-6, rope_theta=10_000.0, query_pre_attn_scalar=24, sliding_window=5,
+        attn_logit_softcapping=0.05, final_logit_softcapping=5.0, bos_token_id=2, eos_token_id=1, pad_token_id=0),
+    # Layers sliding, full, sliding: each with its own RoPE base, the full one scaled linearly.
+    "gemma3": dict(
+        vocab_size=109, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        rms_norm_eps=1e-6, query_pre_attn_scalar=24, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0}},
+        bos_token_id=2, eos_token_id=1, pad_token_id=0),
 }
 
 
@@ -80,9 +97,11 @@ def build_hf_model(family: str, seed: int = 0, **overrides):
   import transformers
   kwargs = dict(FAMILY_KWARGS[family], **overrides)
   cls_config = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-                "qwen3": transformers.Qwen3Config}[family]
+                "qwen3": transformers.Qwen3Config, "gemma2": transformers.Gemma2Config,
+                "gemma3": transformers.Gemma3TextConfig}[family]
   cls_model = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-               "qwen3": transformers.Qwen3ForCausalLM}[family]
+               "qwen3": transformers.Qwen3ForCausalLM, "gemma2": transformers.Gemma2ForCausalLM,
+               "gemma3": transformers.Gemma3ForCausalLM}[family]
   torch.manual_seed(seed)
   model = cls_model(cls_config(**kwargs)).eval()
   with torch.no_grad():  # random biases and norms, so a mis-mapped tensor shows

@@ -21,10 +21,20 @@ VOCAB = 16
 STOP = 7
 
 
+MODELS = {
+    "qwen2": dict(family="qwen2", qkv_bias=True),
+    # A sliding window of 4 positions: the continuation's queries are further than that from most of the
+    # context, and the gaps a stopped row leaves in the cache must not count as positions.
+    "gemma3": dict(family="gemma3", qk_norm=True, sandwich_norms=True, norm_offset=1.0, scale_embeddings=True,
+                   mlp_activation="gelu_tanh", sliding_window=4, layer_types=("sliding_attention", "full_attention"),
+                   rope_theta=1_000_000.0, rope_local_theta=10_000.0, query_pre_attn_scalar=16.0),
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _model():
-  config = ModelConfig(family="qwen2", vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                       head_dim=8, d_ff=64, qkv_bias=True, tie_embeddings=True, initializer_range=0.3)
+def _model(family="qwen2"):
+  config = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
+                       tie_embeddings=True, initializer_range=0.3, **MODELS[family])
   lm = LM.from_config(config)
   return lm, lm.init(jax.random.key(1))
 
@@ -37,9 +47,10 @@ def _episode():
   return left_pad(prompts, 0), left_pad(turns, 0)
 
 
+@pytest.mark.parametrize("family", sorted(MODELS))
 @pytest.mark.parametrize("cache_length", [80, None], ids=["episode_cache", "grown_cache"])
-def test_continuation_equals_sampling_from_scratch(cache_length):
-  lm, params = _model()
+def test_continuation_equals_sampling_from_scratch(cache_length, family):
+  lm, params = _model(family)
   (x, x_mask), (p, p_mask) = _episode()
   rule = Sample(temperature=1.0)
   config = SamplerConfig(max_new_tokens=12, stop_tokens=(STOP,), sampling_logprobs=True)

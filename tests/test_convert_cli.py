@@ -9,7 +9,7 @@ import pytest
 from hf_fixtures import save_hf_model
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2", "gemma3"])
 def test_convert_check_prints_small_diff_and_exports(tmp_path, family):
   src = save_hf_model(family, tmp_path / "src")
   out = tmp_path / "out"

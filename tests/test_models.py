@@ -11,7 +11,7 @@ import pytest
 from hf_fixtures import build_hf_model, hf_logits, padded_batch
 from scorejax.models import LM, ModelConfig, hf, tiny_arith
 
-FAMILIES = ["llama", "qwen2", "qwen3"]
+FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -13,6 +13,11 @@ from scorejax.models import LM, ModelConfig
 CONFIG = ModelConfig(family="qwen2", vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                      head_dim=16, d_ff=128, qkv_bias=True, tie_embeddings=False)
 QWEN3 = CONFIG.replace(family="qwen3", qkv_bias=False, qk_norm=True)  # its per-head q/k norms sharded too
+# Gemma 3's four norms per block, q/k norms, a sliding layer (window 5 < the 12-token rows) and a global one
+GEMMA3 = CONFIG.replace(family="gemma3", qkv_bias=False, qk_norm=True, sandwich_norms=True, norm_offset=1.0,
+                        scale_embeddings=True, mlp_activation="gelu_tanh", tie_embeddings=True, sliding_window=5,
+                        layer_types=("sliding_attention", "full_attention"), rope_local_theta=10_000.0,
+                        query_pre_attn_scalar=24.0, final_logit_softcap=5.0, attn_logit_softcap=0.05)
 
 
 def _forward(lm, params, batch, mesh=None):
@@ -24,7 +29,8 @@ def _forward(lm, params, batch, mesh=None):
 
 @pytest.mark.parametrize("axes,config", [
     ({"data": 8}, CONFIG), ({"fsdp": 8}, CONFIG), ({"data": 2, "fsdp": 2, "tensor": 2}, CONFIG),
-    ({"data": -1, "tensor": 2}, CONFIG), ({"data": 2, "fsdp": 2, "tensor": 2}, QWEN3)])
+    ({"data": -1, "tensor": 2}, CONFIG), ({"data": 2, "fsdp": 2, "tensor": 2}, QWEN3),
+    ({"data": 2, "fsdp": 2, "tensor": 2}, GEMMA3)])
 def test_sharded_forward_equals_single_device(axes, config):
   lm = LM.from_config(config)
   ref_params = lm.init(jax.random.key(0))

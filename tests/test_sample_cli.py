@@ -36,12 +36,17 @@ def qwen3_checkpoint(tmp_path_factory):
   return _checkpoint(tmp_path_factory, "qwen3")
 
 
+@pytest.fixture(scope="module")
+def gemma2_checkpoint(tmp_path_factory):
+  return _checkpoint(tmp_path_factory, "gemma2")
+
+
 def _run(*args):
   return subprocess.run([sys.executable, "-m", "scorejax.sample", *args], capture_output=True, text=True,
                         env=_ENV, timeout=300)
 
 
-@pytest.mark.parametrize("which", ["checkpoint", "qwen3_checkpoint"])
+@pytest.mark.parametrize("which", ["checkpoint", "qwen3_checkpoint", "gemma2_checkpoint"])
 def test_prompt_text_prints_greedy_ids_then_text(which, request):
   path, _, expected = request.getfixturevalue(which)
   proc = _run(f"--hf_dir={path}", "--prompt=12+3=", "--max_new_tokens=6", "--greedy")

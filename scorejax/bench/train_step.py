@@ -73,7 +73,8 @@ def sft_loss(lm: LM, chunk: int):
     tokens, mask = batch["tokens"], batch["mask"]
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     h, _ = lm.hidden(params, tokens, positions, mask)
-    logp = token_logprobs(h[:, :-1], lm.unembedding(params), tokens[:, 1:], chunk_size=chunk)
+    logp = token_logprobs(h[:, :-1], lm.unembedding(params), tokens[:, 1:], chunk_size=chunk,
+                          logit_softcap=lm.config.final_logit_softcap)
     return nll_token_mean(logp, mask[:, 1:]), {}
   return loss_fn
 

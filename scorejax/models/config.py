@@ -7,28 +7,37 @@ from typing import Any
 
 import jax.numpy as jnp
 
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
+GEMMA = ("gemma2", "gemma3")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+ACTIVATIONS = ("silu", "gelu_tanh")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
-  """Llama 3.x frequency-dependent RoPE scaling (HF `rope_type="llama3"`)."""
+  """RoPE scaling: Llama 3.x's frequency-dependent one (HF `rope_type="llama3"`), or "linear" (every
+  frequency divided by `factor`: Gemma 3's global layers)."""
 
   factor: float = 8.0  # how much the context was stretched
-  low_freq_factor: float = 1.0  # wavelengths above ctx/low are divided by `factor`
-  high_freq_factor: float = 4.0  # wavelengths below ctx/high are left alone
-  original_max_position_embeddings: int = 8192  # context length of pre-training
+  low_freq_factor: float = 1.0  # llama3: wavelengths above ctx/low are divided by `factor`
+  high_freq_factor: float = 4.0  # llama3: wavelengths below ctx/high are left alone
+  original_max_position_embeddings: int = 8192  # llama3: context length of pre-training
+  rope_type: str = "llama3"  # "llama3" or "linear"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """A decoder-only transformer of the Llama / Qwen2 / Qwen3 families.
+  """A decoder-only transformer of the Llama / Qwen2 / Qwen3 / Gemma 2 / Gemma 3 families.
 
   The families differ only in data: Qwen2 has biases on q/k/v, Qwen3 an
   RMSNorm over each head's queries and keys (no biases), and the checkpoints
-  differ in RoPE base, norm epsilon and tying of the embeddings.
+  differ in RoPE base, norm epsilon and tying of the embeddings. Gemma adds a
+  GeGLU MLP, embeddings scaled by sqrt(D), norms with scale (1 + w) before
+  and after attention and the MLP, queries scaled by query_pre_attn_scalar,
+  sliding-window layers; Gemma 2 soft-caps attention scores and logits, Gemma 3
+  normalizes q and k per head and gives its sliding layers their own RoPE base.
   """
 
   family: str  # "llama", "qwen2" or "qwen3": selects the HF architecture on export
@@ -48,6 +57,16 @@ class ModelConfig:
   qk_norm: bool = False  # Qwen3: True (RMSNorm over each head's q and k, before RoPE)
   attention_out_bias: bool = False  # Llama `attention_bias` also biases o_proj
   mlp_bias: bool = False
+  mlp_activation: str = "silu"  # "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU)
+  scale_embeddings: bool = False  # Gemma: embeddings times sqrt(d_model)
+  norm_offset: float = 0.0  # RMSNorm scale (norm_offset + w), applied in fp32: Gemma stores w around 0 and uses 1
+  sandwich_norms: bool = False  # Gemma: norms after attention and after the MLP too (pre_/post_feedforward_layernorm)
+  query_pre_attn_scalar: float | None = None  # scores scaled by its -1/2 power; None: head_dim
+  attn_logit_softcap: float | None = None  # Gemma 2: scores -> cap * tanh(scores / cap)
+  final_logit_softcap: float | None = None  # Gemma 2: logits -> cap * tanh(logits / cap)
+  sliding_window: int | None = None  # sliding layers see keys fewer than this many positions back
+  layer_types: tuple[str, ...] = ()  # per layer: "full_attention" or "sliding_attention"; empty: all full
+  rope_local_theta: float | None = None  # Gemma 3: RoPE base of the sliding layers, unscaled (None: rope_theta)
   param_dtype: str = "float32"  # storage dtype of the parameters
   dtype: str = "float32"  # compute dtype of activations; logits are always fp32
   remat: bool = False  # rematerialize each layer in the backward pass
@@ -62,9 +81,24 @@ class ModelConfig:
       raise ValueError(
           f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads} "
           "for grouped-query attention")
-    if self.qk_norm != (self.family == "qwen3"):
+    if self.qk_norm != (self.family in ("qwen3", "gemma3")):
       raise ValueError(f"qk_norm={self.qk_norm} with family={self.family!r}: the per-head q/k norm is "
-                       "Qwen3's, and every Qwen3 layer has it (set qk_norm=True exactly for family 'qwen3')")
+                       "Qwen3's and Gemma 3's, and every layer of theirs has it (set qk_norm=True exactly for "
+                       "families 'qwen3' and 'gemma3')")
+    if self.sandwich_norms != (self.family in GEMMA):
+      raise ValueError(f"sandwich_norms={self.sandwich_norms} with family={self.family!r}: the norms after "
+                       "attention and the MLP are Gemma's (set sandwich_norms=True exactly for Gemma)")
+    if self.mlp_activation not in ACTIVATIONS:
+      raise ValueError(f"mlp_activation={self.mlp_activation!r}; expected one of {ACTIVATIONS}")
+    if self.layer_types and len(self.layer_types) != self.n_layers:
+      raise ValueError(f"layer_types has {len(self.layer_types)} entries for n_layers={self.n_layers}")
+    unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+    if unknown:
+      raise ValueError(f"layer_types: unknown {unknown}; expected entries of {LAYER_TYPES}")
+    if "sliding_attention" in self.layer_types and not self.sliding_window:
+      raise ValueError("layer_types has sliding_attention layers but sliding_window is not set")
+    if self.rope_scaling is not None and self.rope_scaling.rope_type not in ("llama3", "linear"):
+      raise ValueError(f"rope_scaling.rope_type={self.rope_scaling.rope_type!r}; expected 'llama3' or 'linear'")
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {sorted(_DTYPES)}")
@@ -76,6 +110,10 @@ class ModelConfig:
   @property
   def jnp_dtype(self) -> Any:
     return _DTYPES[self.dtype]
+
+  def is_sliding(self, layer: int) -> bool:
+    """Layer `layer` attends within the sliding window."""
+    return bool(self.layer_types) and self.layer_types[layer] == "sliding_attention"
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
@@ -92,7 +130,7 @@ class ModelConfig:
     if self.qk_norm:
       attn += 2 * hd
     mlp = 3 * d * f + (2 * f + d if self.mlp_bias else 0)
-    per_layer = attn + mlp + 2 * d
+    per_layer = attn + mlp + (4 if self.sandwich_norms else 2) * d
     embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
     return self.n_layers * per_layer + embed + d
 

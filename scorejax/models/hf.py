@@ -23,8 +23,15 @@ from scorejax import parallel
 from scorejax.models.config import ModelConfig, RopeScaling
 from scorejax.models.lm import LM, Params
 
-ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                 "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3"}
 _ARCH_OF_FAMILY = {v: k for k, v in ARCHITECTURES.items()}
+MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3_text": "gemma3"}
+_MODEL_TYPE_OF_FAMILY = {v: k for k, v in MODEL_TYPES.items()}
+# HF activation names of the gated MLPs (Gemma's "gelu_pytorch_tanh" is gelu's tanh approximation)
+_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
+_MULTIMODAL = {"Gemma3ForConditionalGeneration": "Gemma 3's multimodal checkpoints (4B and up) hold the text model "
+                                                  "under language_model; load a text-only Gemma3ForCausalLM"}
 
 _ST_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -39,20 +46,62 @@ _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 # ----------------------------------------------------------------------------
 
 
-def _rope_from_hf(hf: dict[str, Any], where: str) -> tuple[float, RopeScaling | None]:
-  """(rope_theta, scaling) from either the old `rope_scaling` or the new `rope_parameters`."""
+def _rope_from_hf(hf: dict[str, Any], where: str) -> tuple[float, RopeScaling | None, float | None]:
+  """(rope_theta, scaling, the sliding layers' own base or None) from the old `rope_scaling` or the new
+  `rope_parameters` (Gemma 3's: one entry per layer type)."""
   params = hf.get("rope_parameters") or {}
+  local_theta = None
+  if "full_attention" in params or "sliding_attention" in params:  # Gemma 3
+    local = params.get("sliding_attention") or {}
+    if local.get("rope_type", "default") != "default":
+      raise ValueError(f"{where}: a scaled RoPE on the sliding layers ({local}) is not supported")
+    local_theta = float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)))
+    params = params.get("full_attention") or {}
+  elif hf.get("rope_local_base_freq") is not None:
+    local_theta = float(hf["rope_local_base_freq"])
   scaling = hf.get("rope_scaling") or params
   theta = float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
   rope_type = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
   if rope_type == "default":
-    return theta, None
+    return theta, None, local_theta
+  if rope_type == "linear":
+    return theta, RopeScaling(factor=float(scaling["factor"]), rope_type="linear"), local_theta
   if rope_type != "llama3":
-    raise ValueError(f"{where}: rope type {rope_type!r} is not supported; expected 'default' or 'llama3'")
+    raise ValueError(f"{where}: rope type {rope_type!r} is not supported; expected 'default', 'llama3' or "
+                     "'linear'")
   return theta, RopeScaling(
       factor=float(scaling["factor"]), low_freq_factor=float(scaling["low_freq_factor"]),
       high_freq_factor=float(scaling["high_freq_factor"]),
-      original_max_position_embeddings=int(scaling["original_max_position_embeddings"]))
+      original_max_position_embeddings=int(scaling["original_max_position_embeddings"])), local_theta
+
+
+def _rope_to_hf(c: ModelConfig) -> dict[str, Any]:
+  """`rope_parameters` of a ModelConfig (of the full-attention layers, for Gemma 3)."""
+  rope: dict[str, Any] = {"rope_type": "default", "rope_theta": c.rope_theta}
+  s = c.rope_scaling
+  if s is not None and s.rope_type == "linear":
+    rope = {"rope_type": "linear", "rope_theta": c.rope_theta, "factor": s.factor}
+  elif s is not None:
+    rope = {"rope_type": "llama3", "rope_theta": c.rope_theta, "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings}
+  return rope
+
+
+def _gemma_from_hf(hf: dict[str, Any], family: str, n_layers: int, where: str) -> dict[str, Any]:
+  """The ModelConfig fields only Gemma 2 / 3 set."""
+  pattern = 2 if family == "gemma2" else int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern")
+                                              or 6)
+  layer_types = hf.get("layer_types") or [
+      "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+  if hf.get("use_bidirectional_attention"):
+    raise ValueError(f"{where}: use_bidirectional_attention=true (an encoder) is not supported")
+  cap = lambda key: None if hf.get(key) is None else float(hf[key])
+  return dict(scale_embeddings=True, norm_offset=1.0, sandwich_norms=True,
+              query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar") or hf.get("head_dim") or 256),
+              attn_logit_softcap=cap("attn_logit_softcapping"), final_logit_softcap=cap("final_logit_softcapping"),
+              sliding_window=int(hf["sliding_window"]) if hf.get("sliding_window") else None,
+              layer_types=tuple(layer_types))
 
 
 def _ids(value):
@@ -63,17 +112,23 @@ def _ids(value):
 def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) -> ModelConfig:
   """A ModelConfig from an HF config dict; `where` names the file in errors."""
   archs = hf.get("architectures") or []
+  for arch in archs:
+    if arch in _MULTIMODAL:
+      raise ValueError(f"{where}: architecture {arch!r} is not supported: {_MULTIMODAL[arch]}")
   family = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
   if family is None:
-    family = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}.get(hf.get("model_type", ""))
+    family = MODEL_TYPES.get(hf.get("model_type", ""))
   if family is None:
     raise ValueError(f"{where}: unsupported architecture {archs or hf.get('model_type')!r}; "
                      f"supported: {sorted(ARCHITECTURES)}")
-  if hf.get("use_sliding_window"):
-    raise ValueError(f"{where}: use_sliding_window=true is not supported")
-  if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"{where}: hidden_act={hf['hidden_act']!r} is not supported; expected 'silu'")
-  theta, scaling = _rope_from_hf(hf, where)
+  if hf.get("use_sliding_window") and family not in ("gemma2", "gemma3"):
+    raise ValueError(f"{where}: use_sliding_window=true is not supported for {family}")
+  act_key = "hidden_activation" if hf.get("hidden_activation") else "hidden_act"
+  activation = _ACTIVATIONS.get(hf.get(act_key) or "silu")
+  if activation is None or (activation == "silu") == (family in ("gemma2", "gemma3")):
+    raise ValueError(f"{where}: {act_key}={hf.get(act_key)!r} is not supported for {family}; expected "
+                     f"{'gelu_pytorch_tanh' if family.startswith('gemma') else 'silu'}")
+  theta, scaling, local_theta = _rope_from_hf(hf, where)
   n_heads = int(hf["num_attention_heads"])
   dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
   kwargs = dict(
@@ -84,27 +139,28 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
       d_ff=int(hf["intermediate_size"]), rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       rope_theta=theta, rope_scaling=scaling,
       max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", family.startswith("gemma"))),
       qkv_bias=family == "qwen2" or bool(hf.get("attention_bias", False)),
-      attention_out_bias=family in ("llama", "qwen3") and bool(hf.get("attention_bias", False)),
-      qk_norm=family == "qwen3",
-      mlp_bias=bool(hf.get("mlp_bias", False)),
+      attention_out_bias=family != "qwen2" and bool(hf.get("attention_bias", False)),
+      qk_norm=family in ("qwen3", "gemma3"),
+      mlp_bias=bool(hf.get("mlp_bias", False)), mlp_activation=activation,
+      rope_local_theta=local_theta if family == "gemma3" else None,
       param_dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32",
       initializer_range=float(hf.get("initializer_range", 0.02)),
       bos_token_id=hf.get("bos_token_id"), eos_token_id=_ids(hf.get("eos_token_id")))
+  if family.startswith("gemma"):
+    kwargs.update(_gemma_from_hf(hf, family, kwargs["n_layers"], where))
   kwargs.update(overrides)
   return ModelConfig(**kwargs)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-  """The HF config dict of a ModelConfig (loadable by transformers' Llama / Qwen2 / Qwen3 classes)."""
+  """The HF config dict of a ModelConfig (loadable by transformers' Llama / Qwen2 / Qwen3 / Gemma 2 / Gemma 3
+  classes)."""
   c = config
-  rope: dict[str, Any] = {"rope_type": "default", "rope_theta": c.rope_theta}
-  if c.rope_scaling is not None:
-    s = c.rope_scaling
-    rope = {"rope_type": "llama3", "rope_theta": c.rope_theta, "factor": s.factor,
-            "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
-            "original_max_position_embeddings": s.original_max_position_embeddings}
+  rope = _rope_to_hf(c)
+  if c.family.startswith("gemma"):
+    return _gemma_to_hf(c, rope)
   hf = {
       "architectures": [_ARCH_OF_FAMILY[c.family]], "model_type": c.family,
       "vocab_size": c.vocab_size, "hidden_size": c.d_model, "intermediate_size": c.d_ff,
@@ -133,6 +189,36 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
   else:  # the Qwen families: no sliding window
     hf.update(use_sliding_window=False, sliding_window=None)
   return hf
+
+
+def _number(x: float) -> int | float:
+  """An integral float as an int (transformers checks some fields' types strictly)."""
+  return int(x) if float(x).is_integer() else x
+
+
+def _gemma_to_hf(c: ModelConfig, rope: dict[str, Any]) -> dict[str, Any]:
+  if c.qkv_bias or c.attention_out_bias or c.mlp_bias or c.mlp_activation != "gelu_tanh":
+    raise ValueError(f"a {c.family} checkpoint has no biases and a gelu_pytorch_tanh MLP")
+  if not (c.scale_embeddings and c.norm_offset == 1.0 and c.tie_embeddings):
+    raise ValueError(f"a {c.family} checkpoint scales its tied embeddings and its norms by (1 + w)")
+  layer_types = list(c.layer_types) or ["full_attention"] * c.n_layers
+  if c.family == "gemma3":
+    rope = {"full_attention": rope, "sliding_attention": {
+        "rope_type": "default", "rope_theta": c.rope_theta if c.rope_local_theta is None else c.rope_local_theta}}
+  return {
+      "architectures": [_ARCH_OF_FAMILY[c.family]], "model_type": _MODEL_TYPE_OF_FAMILY[c.family],
+      "vocab_size": c.vocab_size, "hidden_size": c.d_model, "intermediate_size": c.d_ff,
+      "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+      "head_dim": c.head_dim, "hidden_activation": "gelu_pytorch_tanh",
+      "max_position_embeddings": c.max_position_embeddings, "rms_norm_eps": c.rms_norm_eps,
+      "rope_parameters": rope, "attention_bias": False, "tie_word_embeddings": True,
+      "query_pre_attn_scalar": _number(c.query_pre_attn_scalar or c.head_dim),
+      "sliding_window": c.sliding_window or c.max_position_embeddings, "layer_types": layer_types,
+      "final_logit_softcapping": c.final_logit_softcap, "attn_logit_softcapping": c.attn_logit_softcap,
+      "initializer_range": c.initializer_range, "dtype": c.param_dtype, "torch_dtype": c.param_dtype,
+      "bos_token_id": c.bos_token_id,
+      "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -240,7 +326,7 @@ def read_hf_config(hf_dir: str) -> dict[str, Any]:
 
 def load_hf(hf_dir: str, mesh: Mesh | None = None, rules=parallel.DEFAULT_RULES,
             **config_overrides) -> tuple[LM, Params]:
-  """Reads an HF Llama / Qwen2 directory into (LM, params sharded over `mesh`).
+  """Reads an HF Llama / Qwen2 / Qwen3 / Gemma 2 / Gemma 3 directory into (LM, params sharded over `mesh`).
 
   Without a mesh the parameters land on the first device. `config_overrides`
   set ModelConfig fields such as param_dtype, dtype or remat.

@@ -1,4 +1,4 @@
-"""The decoder-only transformer of the Llama and Qwen2 families, in Flax NNX.
+"""The decoder-only transformer of the Llama, Qwen2 / Qwen3 and Gemma 2 / Gemma 3 families, in Flax NNX.
 
 Parameter names follow HF transformers' module names, so that a checkpoint maps
 onto them one tensor at a time (see `hf.py`). Linear kernels are stored
@@ -13,10 +13,14 @@ batches, ragged multi-turn contexts and KV-cache decoding share one code path:
 Without a cache the T tokens attend causally to each other. With a cache, they
 are written to cache slots [end, end + T) and attend to every valid slot at or
 before their own; a slot is valid when the token written there was (mask).
+A sliding-window layer (Gemma) also drops keys `sliding_window` or more
+positions behind the query; positions, not slots, so that the padding a
+multi-turn continuation leaves between turns does not shrink the window.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -41,6 +45,7 @@ class KVCache(NamedTuple):
   v_LxBxKxSxH: jax.Array  # values, same layout (heads before slots: attention reads it untransposed)
   valid_BxS: jax.Array  # bool: slot holds a real token (not padding, not yet written)
   end: jax.Array  # int32 scalar: next slot to write; shared by every row
+  positions_BxS: jax.Array  # int32: position of the token in each slot (sliding-window layers read it)
 
   @property
   def length(self) -> int:
@@ -55,7 +60,8 @@ def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> KVCa
       k_LxBxKxSxH=jnp.zeros(shape, dtype),
       v_LxBxKxSxH=jnp.zeros(shape, dtype),
       valid_BxS=jnp.zeros((batch, length), bool),
-      end=jnp.zeros((), jnp.int32))
+      end=jnp.zeros((), jnp.int32),
+      positions_BxS=jnp.zeros((batch, length), jnp.int32))
 
 
 def shard_activation(x: jax.Array, *spec) -> jax.Array:
@@ -78,14 +84,19 @@ def shard_activation(x: jax.Array, *spec) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-  """Inverse frequencies [head_dim / 2], with the llama3 scaling when configured."""
+def rope_inv_freq(config: ModelConfig, local: bool = False) -> np.ndarray:
+  """Inverse frequencies [head_dim / 2], with the configured scaling; `local`: a sliding layer's, which
+  Gemma 3 gives its own base (rope_local_theta) and no scaling."""
   dim = config.head_dim
-  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+  local = local and config.rope_local_theta is not None
+  theta = config.rope_local_theta if local else config.rope_theta
+  inv_freq = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
   inv_freq = inv_freq.astype(np.float32)
-  s = config.rope_scaling
+  s = None if local else config.rope_scaling
   if s is None:
     return inv_freq
+  if s.rope_type == "linear":
+    return (inv_freq / s.factor).astype(np.float32)
   low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor
   high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor
   wavelen = 2 * math.pi / inv_freq
@@ -106,6 +117,11 @@ def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, inv_freq: np.ndar
   x1, x2 = jnp.split(x_BxTxNxH, 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)
   return x_BxTxNxH * cos + rotated * sin
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  """cap * tanh(x / cap) (Gemma 2's soft-capping of scores and logits); x itself when cap is None."""
+  return x if cap is None else cap * jnp.tanh(x / cap)
 
 
 # ----------------------------------------------------------------------------
@@ -130,30 +146,39 @@ class Linear(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-  """x / rms(x) * scale, normalized in fp32 as HF does."""
+  """x / rms(x) * scale, normalized in fp32 as HF does.
+
+  Llama / Qwen cast the normalized x to the compute dtype, then scale it;
+  Gemma scales by (1 + w) in fp32 and casts last (`norm_offset`), as their
+  HF implementations do (the two differ in bf16).
+  """
 
   def __init__(self, dim: int, config: ModelConfig):
-    self.scale = nnx.Param(jnp.ones((dim,), config.jnp_param_dtype))
+    self.offset = config.norm_offset
+    self.scale = nnx.Param(jnp.full((dim,), 1.0 - self.offset, config.jnp_param_dtype))
     self.eps = config.rms_norm_eps
     self.dtype = config.jnp_dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    if self.offset:
+      return (x32 * (self.offset + self.scale[...].astype(jnp.float32))).astype(self.dtype)
     return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
 class Attention(nnx.Module):
   """Grouped-query causal self-attention with RoPE and an optional KV cache."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
     c = config
     self.config = c
+    self.local = c.is_sliding(layer)  # a sliding-window layer (its mask and, in Gemma 3, its RoPE base)
     self.q_proj = Linear(c.d_model, c.n_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
     self.k_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
     self.v_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
     self.o_proj = Linear(c.n_heads * c.head_dim, c.d_model, c, bias=c.attention_out_bias, rngs=rngs)
-    if c.qk_norm:  # Qwen3: over each head's features, shared by the heads
+    if c.qk_norm:  # Qwen3, Gemma 3: over each head's features, shared by the heads
       self.q_norm = RMSNorm(c.head_dim, c)
       self.k_norm = RMSNorm(c.head_dim, c)
 
@@ -167,7 +192,7 @@ class Attention(nnx.Module):
     """
     c = self.config
     b, t, _ = x_BxTxD.shape
-    inv_freq = rope_inv_freq(c)
+    inv_freq = rope_inv_freq(c, self.local)
     q_BxTxNxH = self.q_proj(x_BxTxD).reshape(b, t, c.n_heads, c.head_dim)
     k_BxTxKxH = self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
     if c.qk_norm:
@@ -191,7 +216,8 @@ class Attention(nnx.Module):
     q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim)
     scores_BxKxGxTxS = jnp.einsum(
         "btkgh,bksh->bkgts", q_BxTxKxGxH, k_BxKxSxH.astype(q_BxTxKxGxH.dtype),
-        preferred_element_type=jnp.float32) / math.sqrt(c.head_dim)
+        preferred_element_type=jnp.float32) * (c.query_pre_attn_scalar or c.head_dim) ** -0.5
+    scores_BxKxGxTxS = softcap(scores_BxKxGxTxS, c.attn_logit_softcap)
     scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
     probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
     out_BxTxKxGxH = jnp.einsum("bkgts,bksh->btkgh", probs_BxKxGxTxS, v_BxKxSxH)
@@ -199,25 +225,29 @@ class Attention(nnx.Module):
     return out_BxTxD, new_kv
 
 
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True)}
+
+
 class MLP(nnx.Module):
-  """SwiGLU: down(silu(gate(x)) * up(x))."""
+  """Gated: down(act(gate(x)) * up(x)); act = silu (SwiGLU) or tanh-approximated gelu (Gemma's GeGLU)."""
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     c = config
     self.gate_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
     self.up_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
     self.down_proj = Linear(c.d_ff, c.d_model, c, bias=c.mlp_bias, rngs=rngs)
+    self.act = ACTIVATIONS[c.mlp_activation]
 
   def __call__(self, x_BxTxD):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x_BxTxD)) * self.up_proj(x_BxTxD))
+    return self.down_proj(self.act(self.gate_proj(x_BxTxD)) * self.up_proj(x_BxTxD))
 
 
 class Block(nnx.Module):
   """Pre-norm residual block: attention then MLP."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
     self.input_layernorm = RMSNorm(config.d_model, config)
-    self.self_attn = Attention(config, rngs=rngs)
+    self.self_attn = Attention(config, layer, rngs=rngs)
     self.post_attention_layernorm = RMSNorm(config.d_model, config)
     self.mlp = MLP(config, rngs=rngs)
 
@@ -226,6 +256,28 @@ class Block(nnx.Module):
     x_BxTxD = shard_activation(x_BxTxD + h, None, None)
     x_BxTxD = x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD))
     return shard_activation(x_BxTxD, None, None), new_kv
+
+
+class SandwichBlock(nnx.Module):
+  """Gemma's residual block: each of attention and MLP between a norm before it and a norm after it.
+
+  HF's names: post_attention_layernorm normalizes the attention output here
+  (in Llama it is the norm before the MLP).
+  """
+
+  def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(config.d_model, config)
+    self.self_attn = Attention(config, layer, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(config.d_model, config)
+    self.pre_feedforward_layernorm = RMSNorm(config.d_model, config)
+    self.mlp = MLP(config, rngs=rngs)
+    self.post_feedforward_layernorm = RMSNorm(config.d_model, config)
+
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
+    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache)
+    x_BxTxD = shard_activation(x_BxTxD + self.post_attention_layernorm(h), None, None)
+    h = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x_BxTxD)))
+    return shard_activation(x_BxTxD + h, None, None), new_kv
 
 
 def _run_block(block: Block, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache):
@@ -252,6 +304,12 @@ def attention_mask(mask_BxT: jax.Array, cache: KVCache | None) -> jax.Array:
   return causal_TxS[None] & cache.valid_BxS[:, None, :]
 
 
+def sliding_mask(attn_BxTxS: jax.Array, positions_BxT: jax.Array, key_positions_BxS: jax.Array,
+                 window: int) -> jax.Array:
+  """attn_BxTxS, keeping only keys fewer than `window` positions behind their query (HF: q - k < window)."""
+  return attn_BxTxS & (positions_BxT[:, :, None] - key_positions_BxS[:, None, :] < window)
+
+
 class Transformer(nnx.Module):
   """Embedding, L blocks, final norm; logits through the (tied or untied) unembedding."""
 
@@ -260,7 +318,8 @@ class Transformer(nnx.Module):
     self.config = c
     init = nnx.initializers.normal(c.initializer_range)
     self.embed_tokens = nnx.Param(init(rngs.params(), (c.vocab_size, c.d_model), c.jnp_param_dtype))
-    self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+    block = SandwichBlock if c.sandwich_norms else Block
+    self.layers = nnx.List([block(c, i, rngs=rngs) for i in range(c.n_layers)])
     self.norm = RMSNorm(c.d_model, c)
     if not c.tie_embeddings:
       self.lm_head = nnx.Param(init(rngs.params(), (c.vocab_size, c.d_model), c.jnp_param_dtype))
@@ -272,28 +331,33 @@ class Transformer(nnx.Module):
   def hidden(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
     """Final-norm hidden states [B, T, D] and the updated cache (None without one)."""
     c = self.config
-    x_BxTxD = jnp.take(self.embed_tokens[...], tokens_BxT, axis=0).astype(c.jnp_dtype)
-    x_BxTxD = shard_activation(x_BxTxD, None, None)
+    x_BxTxD = jnp.take(self.embed_tokens[...], tokens_BxT, axis=0)
+    if c.scale_embeddings:  # in the parameters' dtype, as HF (sqrt(D) is rounded to bf16 in a bf16 model)
+      x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(c.d_model), c.jnp_param_dtype)
+    x_BxTxD = shard_activation(x_BxTxD.astype(c.jnp_dtype), None, None)
     if cache is not None:
-      valid_BxS = jax.lax.dynamic_update_slice_in_dim(
-          cache.valid_BxS, mask_BxT.astype(bool), cache.end, axis=1)
-      cache = cache._replace(valid_BxS=valid_BxS)
+      update = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=cache.end, axis=1)
+      cache = cache._replace(valid_BxS=update(cache.valid_BxS, mask_BxT.astype(bool)),
+                             positions_BxS=update(cache.positions_BxS, positions_BxT.astype(jnp.int32)))
     attn_BxTxS = attention_mask(mask_BxT, cache)
+    if any(c.is_sliding(i) for i in range(c.n_layers)):
+      keys_BxS = positions_BxT if cache is None else cache.positions_BxS
+      local_BxTxS = sliding_mask(attn_BxTxS, positions_BxT, keys_BxS, c.sliding_window)
     run = _run_block_remat if c.remat else _run_block
     kv = None if cache is None else (cache.k_LxBxKxSxH, cache.v_LxBxKxSxH)
     for i, block in enumerate(self.layers):
       layer_kv = None if kv is None else (*kv, cache.end, i)
-      x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, attn_BxTxS, layer_kv)
+      x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, local_BxTxS if c.is_sliding(i) else attn_BxTxS, layer_kv)
     h_BxTxD = self.norm(x_BxTxD)
     if cache is not None:
-      cache = KVCache(k_LxBxKxSxH=kv[0], v_LxBxKxSxH=kv[1], valid_BxS=cache.valid_BxS,
-                      end=cache.end + tokens_BxT.shape[1])
+      cache = cache._replace(k_LxBxKxSxH=kv[0], v_LxBxKxSxH=kv[1], end=cache.end + tokens_BxT.shape[1])
     return h_BxTxD, cache
 
   def logits(self, h_BxTxD: jax.Array) -> jax.Array:
-    """fp32 logits [B, T, V] (prefer chunked log-probs when V is large)."""
+    """fp32 logits [B, T, V] (prefer chunked log-probs when V is large), soft-capped where the family does."""
     w_VxD = self.unembedding().astype(self.config.jnp_dtype)
-    return jnp.einsum("btd,vd->btv", h_BxTxD, w_VxD, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("btd,vd->btv", h_BxTxD, w_VxD, preferred_element_type=jnp.float32)
+    return softcap(logits, self.config.final_logit_softcap)
 
   def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
     h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, mask_BxT, cache)

@@ -40,11 +40,15 @@ def _check_shapes(hidden_BxTxD, unembed_VxD, targets_BxT):
     )
 
 
-def _chunk_logprobs(hidden_BxCxD, unembed_VxD, targets_BxC, temperature: float, with_entropy: bool):
+def _chunk_logprobs(hidden_BxCxD, unembed_VxD, targets_BxC, temperature: float, with_entropy: bool,
+                    logit_softcap: float | None):
   """Log-probabilities (and entropies) of one chunk; its logits die here."""
   logits_BxCxV = jnp.einsum(
       "bcd,vd->bcv", hidden_BxCxD, unembed_VxD, preferred_element_type=jnp.float32
-  ) / temperature
+  )
+  if logit_softcap is not None:  # Gemma 2: the model's logits are cap * tanh(raw / cap), then / temperature
+    logits_BxCxV = logit_softcap * jnp.tanh(logits_BxCxV / logit_softcap)
+  logits_BxCxV = logits_BxCxV / temperature
   lse_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
   target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
   logp_BxC = target_logit_BxC - lse_BxC
@@ -56,6 +60,7 @@ def _chunk_logprobs(hidden_BxCxD, unembed_VxD, targets_BxC, temperature: float, 
 
 
 def _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size: int, temperature: float,
+                 logit_softcap: float | None,
                  with_entropy: bool):
   _check_shapes(hidden_BxTxD, unembed_VxD, targets_BxT)
   if chunk_size < 1:
@@ -72,7 +77,7 @@ def _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size: int, temper
 
   # Rematerialized: the backward pass recomputes the chunk's logits from its inputs.
   chunk_fn = jax.checkpoint(
-      lambda h, w, t: _chunk_logprobs(h, w, t, temperature, with_entropy), prevent_cse=False
+      lambda h, w, t: _chunk_logprobs(h, w, t, temperature, with_entropy, logit_softcap), prevent_cse=False
   )
 
   def scan_step(carry, chunk_inputs):
@@ -88,7 +93,7 @@ def _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size: int, temper
 
 
 def token_logprobs(hidden_BxTxD, unembed_VxD, targets_BxT, *, chunk_size: int,
-                   temperature: float = 1.0):
+                   temperature: float = 1.0, logit_softcap: float | None = None):
   """log softmax(hidden @ unembed.T / temperature)[targets], fp32 [B, T], in chunks.
 
   Args:
@@ -99,16 +104,17 @@ def token_logprobs(hidden_BxTxD, unembed_VxD, targets_BxT, *, chunk_size: int,
     chunk_size: sequence positions per chunk; peak extra memory is about
       three [B, chunk_size, V] fp32 buffers, forward and backward.
     temperature: the sampling temperature the log-probabilities refer to.
+    logit_softcap: the model's final-logit soft-cap (Gemma 2), applied before the temperature.
   """
-  logp_BxT, _ = _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size, temperature,
+  logp_BxT, _ = _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size, temperature, logit_softcap,
                              with_entropy=False)
   return logp_BxT
 
 
 def token_logprobs_and_entropy(hidden_BxTxD, unembed_VxD, targets_BxT, *, chunk_size: int,
-                               temperature: float = 1.0):
+                               temperature: float = 1.0, logit_softcap: float | None = None):
   """`token_logprobs` plus the entropy of each position's distribution, both fp32 [B, T]."""
-  return _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size, temperature,
+  return _scan_chunks(hidden_BxTxD, unembed_VxD, targets_BxT, chunk_size, temperature, logit_softcap,
                       with_entropy=True)
 
 
@@ -134,5 +140,6 @@ def sequence_logprobs(lm, params, tokens_BxT, positions_BxT, mask_BxT, *, chunk_
   """
   hidden_BxTxD, _ = lm.hidden(params, tokens_BxT, positions_BxT, mask_BxT)
   logp_BxT = token_logprobs(hidden_BxTxD[:, :-1], lm.unembedding(params), tokens_BxT[:, 1:],
-                            chunk_size=chunk_size, temperature=temperature)
+                            chunk_size=chunk_size, temperature=temperature,
+                            logit_softcap=lm.config.final_logit_softcap)
   return jnp.pad(logp_BxT, ((0, 0), (1, 0)))

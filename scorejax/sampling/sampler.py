@@ -51,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 
 from scorejax import parallel
 from scorejax.models.lm import LM, Params
-from scorejax.models.transformer import KVCache
+from scorejax.models.transformer import KVCache, softcap
 from scorejax.sampling.buckets import Buckets
 from scorejax.sampling.rules import Greedy, Rule, model_logprobs
 
@@ -159,7 +159,7 @@ def _constrain_cache(cache: KVCache, n_kv_heads: int) -> KVCache:
   kv = P(None, rows, heads, None, None)
   wsc = jax.lax.with_sharding_constraint
   return KVCache(wsc(cache.k_LxBxKxSxH, kv), wsc(cache.v_LxBxKxSxH, kv),
-                 wsc(cache.valid_BxS, P(rows, None)), cache.end)
+                 wsc(cache.valid_BxS, P(rows, None)), cache.end, wsc(cache.positions_BxS, P(rows, None)))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch", "length"))
@@ -172,8 +172,9 @@ def _grow_cache(model: _Static, cache: KVCache, length: int) -> KVCache:
   """The same cache with `length` slots: one copy, instead of re-reading the context."""
   extra = length - cache.length
   pad_kv = ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0))
+  pad_rows = ((0, 0), (0, extra))
   grown = KVCache(jnp.pad(cache.k_LxBxKxSxH, pad_kv), jnp.pad(cache.v_LxBxKxSxH, pad_kv),
-                  jnp.pad(cache.valid_BxS, ((0, 0), (0, extra))), cache.end)
+                  jnp.pad(cache.valid_BxS, pad_rows), cache.end, jnp.pad(cache.positions_BxS, pad_rows))
   return _constrain_cache(grown, model.lm.config.n_kv_heads)
 
 
@@ -186,8 +187,9 @@ def _logits_VxB(lm: LM, params: Params, hidden_BxD: jax.Array) -> jax.Array:
   transpose of it; the reductions over V then run down the columns.
   """
   w_VxD = lm.unembedding(params).astype(lm.config.jnp_dtype)
-  return jnp.einsum("vd,bd->vb", w_VxD, hidden_BxD.astype(lm.config.jnp_dtype),
-                    preferred_element_type=jnp.float32)
+  logits_VxB = jnp.einsum("vd,bd->vb", w_VxD, hidden_BxD.astype(lm.config.jnp_dtype),
+                          preferred_element_type=jnp.float32)
+  return softcap(logits_VxB, lm.config.final_logit_softcap)
 
 
 def _logsumexp_VxB(logits_VxB: jax.Array, max_B: jax.Array) -> jax.Array:
@@ -298,7 +300,7 @@ def _decode_until(lm: LM, params: Params, state: DecodeState, row_keys_B, rule: 
 def _cache_rows(cache: KVCache, index_R) -> KVCache:
   """Rows `index_R` of a cache (repeated, reordered or a subset); the write index stays shared."""
   return KVCache(jnp.take(cache.k_LxBxKxSxH, index_R, axis=1), jnp.take(cache.v_LxBxKxSxH, index_R, axis=1),
-                 jnp.take(cache.valid_BxS, index_R, axis=0), cache.end)
+                 jnp.take(cache.valid_BxS, index_R, axis=0), cache.end, jnp.take(cache.positions_BxS, index_R, axis=0))
 
 
 _TURN_STATIC = ("model", "buffer_length", "sampling_logprobs", "group")
@@ -564,7 +566,7 @@ def grow_cache(lm: LM, cache: KVCache, length: int, mesh: Mesh | None = None) ->
     return cache
   with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
     grown = _grow_cache(_Static(lm), cache, length)
-  for buffer in (cache.k_LxBxKxSxH, cache.v_LxBxKxSxH, cache.valid_BxS):
+  for buffer in (cache.k_LxBxKxSxH, cache.v_LxBxKxSxH, cache.valid_BxS, cache.positions_BxS):
     buffer.delete()
   return grown
 
