@@ -206,3 +206,54 @@ def test_wrong_shape_names_tensor_expected_and_actual(family_ckpt, tmp_path):
 def test_missing_directory_contents_are_reported(tmp_path):
   with pytest.raises(FileNotFoundError, match="no config.json"):
     hf.load_hf(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# Gemma's config checks, and bf16 that keeps norms and softmax in fp32
+# ----------------------------------------------------------------------------
+
+
+def test_gemma_import_refuses_what_it_cannot_load(family_ckpt, tmp_path):
+  family, _, path = family_ckpt
+  if not family.startswith("gemma"):
+    pytest.skip("Gemma's checks")
+  cfg = json.loads(open(os.path.join(path, "config.json")).read())
+  with pytest.raises(ValueError, match=r"'Gemma3ForConditionalGeneration' is not supported: .*Gemma3ForCausalLM"):
+    hf.config_from_hf(dict(cfg, architectures=["Gemma3ForConditionalGeneration"]))
+  with pytest.raises(ValueError, match=r"hidden_activation='silu' is not supported for gemma.; expected gelu_pytorch"):
+    hf.config_from_hf(dict(cfg, hidden_activation="silu"))
+  config = hf.config_from_hf(cfg)
+  with pytest.raises(ValueError, match="sandwich_norms=False with family='gemma"):
+    config.replace(sandwich_norms=False)
+  with pytest.raises(ValueError, match=f"layer_types has 1 entries for n_layers={config.n_layers}"):
+    config.replace(layer_types=("full_attention",))
+  with pytest.raises(ValueError, match="sliding_attention layers but sliding_window is not set"):
+    config.replace(sliding_window=None)
+
+
+def _primitives(jaxpr, names):
+  """(primitive name, input dtypes) of every equation named in `names`, nested jaxprs included."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in names:
+      out.append((eqn.primitive.name, tuple(str(v.aval.dtype) for v in eqn.invars)))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          out += _primitives(inner, names)
+  return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_model_keeps_norms_and_attention_softmax_in_fp32(family):
+  from scorejax.bench import bf16
+  lm32, _ = bf16.random_model(family)
+  lm = LM.from_config(lm32.config.replace(param_dtype="bfloat16", dtype="bfloat16"))
+  tokens, positions, mask = padded_batch(lm.config.vocab_size)
+  jaxpr = jax.make_jaxpr(lm.apply)(lm.abstract_params(), tokens, positions, mask).jaxpr
+  found = _primitives(jaxpr, {"rsqrt", "exp"})
+  norms = 1 + lm.config.n_layers * ((4 if lm.config.sandwich_norms else 2) + (2 if lm.config.qk_norm else 0))
+  assert sum(name == "rsqrt" for name, _ in found) == norms  # every norm found
+  assert sum(name == "exp" for name, _ in found) >= lm.config.n_layers  # every softmax found
+  assert {dtypes for _, dtypes in found} == {("float32",)}, found  # a bf16 norm or softmax would show here
