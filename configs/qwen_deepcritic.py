@@ -35,6 +35,7 @@ for a 7B model, not taken from the paper.
 
 import ml_collections
 
+from scorejax import config_blocks
 from scorejax.config_blocks import HF_MESHES
 
 MODEL_DIR = "/data/models/Qwen2.5-7B-Instruct"
@@ -69,6 +70,7 @@ def get_config(arg: str = ""):
   c.model.param_dtype = "bfloat16"
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.remat = True  # recompute activations in the backward pass: critique rows run to several thousand tokens
+  c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "math"  # MathTask: the tokenizer, the chat template, answers and steps (paragraphs)

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
+from scorejax.models.config import LORA_TARGETS
+
 
 # Mesh axes as data for an HF checkpoint on one host: parameters, gradients and Adam state are
 # sharded over one FSDP axis (a 1-7B model with its Adam state fits a v5e chip's 16 GB only when
@@ -61,7 +63,17 @@ def tiny_model() -> ml_collections.ConfigDict:
   m.param_dtype = "float32"
   m.dtype = "float32"
   m.remat = False
+  m.lora = lora()
   return m
+
+
+def lora() -> ml_collections.ConfigDict:
+  """LoRA adapters on the projections (`models/lora.py`); rank 0 trains every parameter instead."""
+  b = ml_collections.ConfigDict()
+  b.rank = 0  # r; 0: no adapters
+  b.alpha = 16.0  # the update is scaled by alpha / r
+  b.targets = LORA_TARGETS  # regexes searched in projection paths such as "layers/3/self_attn/q_proj"
+  return b
 
 
 def arith_generator() -> ml_collections.ConfigDict:

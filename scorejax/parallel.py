@@ -50,6 +50,11 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"mlp/down_proj/kernel$", ("tensor", "fsdp")),
     (r"mlp/down_proj/bias$", (None,)),
     (r"(norm|layernorm)/scale$", (None,)),
+    # LoRA adapters (lora_a [in, r], lora_b [r, out]): in and out split as their projection's kernel, r whole
+    (r"(self_attn/(q|k|v)_proj|mlp/(gate|up)_proj)/lora_a$", ("fsdp", None)),
+    (r"(self_attn/(q|k|v)_proj|mlp/(gate|up)_proj)/lora_b$", (None, "tensor")),
+    (r"(self_attn/o_proj|mlp/down_proj)/lora_a$", ("tensor", None)),
+    (r"(self_attn/o_proj|mlp/down_proj)/lora_b$", (None, "fsdp")),
 )
 
 

@@ -33,6 +33,7 @@ import tqdm
 from scorejax import parallel
 from scorejax.checkpoint import CheckpointConfig, Checkpointer, abstract_like
 from scorejax.metrics import MetricWriter, read_json, truncate_after, write_json
+from scorejax.models import lora
 from scorejax.train_step import (
   OptimizerConfig,
   TrainState,
@@ -212,23 +213,34 @@ class PhaseRunner:
         directory=os.path.join(self.workdir, "checkpoints", *f"{phase}_best".split("/")), max_to_keep=1,
         async_save=False))
 
+  def _trained(self, params):
+    """(frozen, trained) parts of `params`: with LoRA the base and the adapters, else (None, params)."""
+    if self.lm.config.lora is None:
+      return None, params
+    return lora.split(params)
+
+  def _joined(self, frozen, trained):
+    return trained if frozen is None else lora.combine(frozen, trained)
+
   def best_params(self, phase: str, params):
     """(params, step) of a finished phase's best-reward candidate (see `Selection`), read into the
     shardings of `params`; the phase must have run with `select`."""
+    frozen, trained = self._trained(params)
     with self._best_checkpointer(phase) as ckpt:
       if ckpt.latest_step() is None:
         raise FileNotFoundError(f"{self.workdir}: phase {phase!r} kept no best-reward checkpoint "
                                 f"(checkpoints/{phase}_best); was it run with a Selection?")
-      best, _ = ckpt.restore(abstract_like({"params": params}))
-      return best["params"], ckpt.latest_step()
+      best, _ = ckpt.restore(abstract_like({"params": trained}))
+      return self._joined(frozen, best["params"]), ckpt.latest_step()
 
   def finished_params(self, phase: str, opt_cfg: OptimizerConfig, params):
     """The params a finished phase ended with, read into the shardings of `params` (its shapes).
 
     `opt_cfg` needs only the phase's optimizer structure (whether it clips gradients), not its values.
     """
+    frozen, trained = self._trained(params)
     state, _ = init_train_state(self.lm.init, make_optimizer(opt_cfg), jax.random.key(self.config.seed),
-                                self.mesh, self.rules, params=params)
+                                self.mesh, self.rules, params=trained)
     with self.checkpointer(phase) as ckpt:
       if ckpt.latest_step() is None:
         raise FileNotFoundError(f"{self.workdir}: phase {phase!r} has no checkpoint (checkpoints/{phase})")
@@ -236,7 +248,7 @@ class PhaseRunner:
     if not saved.get("finished"):
       raise ValueError(f"{self.workdir}: phase {phase!r} stopped at step {int(state.step)}, unfinished; rerun its "
                        "experiment to finish it")
-    return state.params
+    return self._joined(frozen, state.params)
 
   def run(self, phase: str, steps: int, opt_cfg: OptimizerConfig, params, loss_fn,
           make_batch: Callable[[int, TrainState], tuple[dict, dict]], step_offset: int, eval_fn=None,
@@ -247,13 +259,19 @@ class PhaseRunner:
     the step (and the state) only, so that a resumed phase replays exactly.
     `eval_fn(params) -> metrics` runs every `config.eval.every` steps.
     `select` also keeps the best-reward candidate (`best_params` reads it).
+    With LoRA (`lm.config.lora`) the state, its optimizer moments and the
+    checkpoints hold the adapters alone; the base is read by every step and
+    never copied. `make_batch` and `eval_fn` see the whole params.
     """
     if steps == 0:  # nothing to train (e.g. an instruct checkpoint is the base policy)
       return params
     optimizer = make_optimizer(opt_cfg)
+    frozen, trained = self._trained(params)
     state, shardings = init_train_state(self.lm.init, optimizer, jax.random.key(self.config.seed),
-                                        self.mesh, self.rules, params=params)
-    train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps)
+                                        self.mesh, self.rules, params=trained)
+    train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps, frozen=frozen,
+                            combine=lora.combine)
+    whole = lambda state: state if frozen is None else state._replace(params=self._joined(frozen, state.params))
     meta = {"phase": phase, "config": self.config.to_dict()}
     saved = {}
     with self.checkpointer(phase) as ckpt, (self._best_checkpointer(phase) if select
@@ -261,7 +279,7 @@ class PhaseRunner:
       if ckpt.latest_step() is not None:
         state, saved = ckpt.restore(abstract_like(state))
         if saved.get("finished"):
-          return state.params
+          return self._joined(frozen, state.params)
       tracker = _Tracker(select, saved.get("select")) if select else None
       start = int(state.step)
       truncate_after(self.writer.path, phase, step_offset + start)
@@ -269,7 +287,7 @@ class PhaseRunner:
                       disable=jax.process_index() != 0)
       for step in bar:
         t = time.perf_counter()
-        batch, batch_metrics = make_batch(step, state)
+        batch, batch_metrics = make_batch(step, whole(state))
         state, metrics = train(state, parallel.shard_batch(batch, self.mesh))
         metrics = dict(jax.device_get(metrics), **batch_metrics, step_s=time.perf_counter() - t)
         if tracker:
@@ -283,7 +301,7 @@ class PhaseRunner:
           record = self.writer.write(step_offset + step + 1, phase, metrics)
           bar.set_postfix({k: f"{record[k]:.3g}" for k in self.bar_keys if k in record})
         if eval_fn is not None and self.config.eval.every and (step + 1) % self.config.eval.every == 0:
-          self.writer.write(step_offset + step + 1, phase, eval_fn(state.params))
+          self.writer.write(step_offset + step + 1, phase, eval_fn(self._joined(frozen, state.params)))
         # Step + 1 is never saved yet (a resume starts after the latest save), so forcing
         # the last step, or the step a SIGTERM arrived in, cannot collide with a save.
         stop, done = self.preempted, step + 1 == steps
@@ -292,4 +310,4 @@ class PhaseRunner:
           ckpt.wait_until_finished()
           raise Preempted(f"SIGTERM at {phase} step {step + 1}; rerun the same command to resume")
       ckpt.wait_until_finished()
-    return state.params
+    return self._joined(frozen, state.params)

@@ -168,26 +168,31 @@ def train_step(state: TrainState, batch, *, loss_fn: LossFn, optimizer: optax.Gr
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings: TrainState,
-                    mesh: Mesh, accum_steps: int = 1):
+                    mesh: Mesh, accum_steps: int = 1, frozen: Any = None,
+                    combine: Callable[[Any, Any], Any] | None = None):
   """`step(state, batch) -> (state, metrics)`, jitted over the mesh with the state donated.
 
   Batch leaves are split over the data-parallel axes on their leading dim;
-  metrics come back replicated.
+  metrics come back replicated. `frozen` (with `combine`): parameters that
+  are read but not trained (LoRA's base), passed to every step in their own
+  shardings and never donated; the loss sees `combine(frozen, state.params)`.
   """
   def batch_shardings(batch):
     return jax.tree.map(lambda x: parallel.batch_sharding(mesh, max(1, x.ndim)), batch)
 
-  def step(state, batch):
-    return train_step(state, batch, loss_fn=loss_fn, optimizer=optimizer, accum_steps=accum_steps)
+  def step(state, batch, frozen_params):
+    fn = loss_fn if frozen_params is None else (lambda p, b: loss_fn(combine(frozen_params, p), b))
+    return train_step(state, batch, loss_fn=fn, optimizer=optimizer, accum_steps=accum_steps)
 
+  frozen_shardings = None if frozen is None else jax.tree.map(lambda x: x.sharding, frozen)
   compiled = {}
 
   def run(state, batch):
     key = jax.tree.structure(batch), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(batch))
     if key not in compiled:
-      compiled[key] = jax.jit(step, in_shardings=(shardings, batch_shardings(batch)),
+      compiled[key] = jax.jit(step, in_shardings=(shardings, batch_shardings(batch), frozen_shardings),
                               out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
     with jax.set_mesh(mesh):
-      return compiled[key](state, batch)
+      return compiled[key](state, batch, frozen)
 
   return run

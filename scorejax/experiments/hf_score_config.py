@@ -45,6 +45,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.model.param_dtype = "bfloat16"
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.remat = True  # recompute activations in the backward pass: episodes are ~2.5k tokens
+  c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
 
   c.task = _task(dataset, c.model)
 

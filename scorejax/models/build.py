@@ -6,8 +6,8 @@ import jax
 import ml_collections
 
 from scorejax import parallel
-from scorejax.models import hf
-from scorejax.models.config import tiny_arith
+from scorejax.models import hf, lora
+from scorejax.models.config import LoraConfig, tiny_arith
 from scorejax.models.lm import LM, Params
 
 
@@ -17,7 +17,17 @@ def build_model(c: ml_collections.ConfigDict, tokenizer, mesh, seed: int,
 
   `c.hf_dir` loads an HF checkpoint straight into the shardings; otherwise the
   preset is initialised from `seed` (the tokenizer gives its vocabulary).
+  `c.lora.rank > 0` adds LoRA adapters (`models/lora.py`), created sharded.
   """
+  lm, params = _base_model(c, tokenizer, mesh, seed, rules)
+  block = c.get("lora")
+  if block is None or not block.rank:
+    return lm, params
+  config = LoraConfig(rank=block.rank, alpha=block.alpha, targets=tuple(block.targets))
+  return lora.with_adapters(lm, params, config, jax.random.fold_in(jax.random.key(seed), 7), mesh, rules)
+
+
+def _base_model(c, tokenizer, mesh, seed, rules) -> tuple[LM, Params]:
   overrides = dict(param_dtype=c.param_dtype, dtype=c.dtype, remat=c.remat)
   if c.hf_dir:
     lm, params = hf.load_hf(c.hf_dir, mesh, rules, **overrides)

@@ -27,6 +27,30 @@ class RopeScaling:
   rope_type: str = "llama3"  # "llama3" or "linear"
 
 
+LORA_TARGETS = (r"self_attn/(q|k|v|o)_proj$", r"mlp/(gate|up|down)_proj$")  # every projection
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Low-rank adapters (Hu et al. 2021): W x + (alpha / rank) B A x on the projections `targets` names.
+
+  `targets` are regexes searched in a projection's module path, e.g.
+  "layers/3/self_attn/q_proj" (as partition rules are, over parameter paths).
+  """
+
+  rank: int  # r
+  alpha: float  # the update is scaled by alpha / r
+  targets: tuple[str, ...] = LORA_TARGETS
+
+  def __post_init__(self):
+    if self.rank < 1:
+      raise ValueError(f"lora rank={self.rank}; expected >= 1")
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A decoder-only transformer of the Llama / Qwen2 / Qwen3 / Gemma 2 / Gemma 3 families.
@@ -70,6 +94,7 @@ class ModelConfig:
   param_dtype: str = "float32"  # storage dtype of the parameters
   dtype: str = "float32"  # compute dtype of activations; logits are always fp32
   remat: bool = False  # rematerialize each layer in the backward pass
+  lora: LoraConfig | None = None  # adapters on the projections (`models/lora.py`); None: full parameters
   initializer_range: float = 0.02  # std of the normal init for a model trained from scratch
   bos_token_id: int | None = None  # carried for export; tokenizers own the ids at run time
   eos_token_id: int | tuple[int, ...] | None = None

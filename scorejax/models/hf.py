@@ -378,7 +378,10 @@ def _host_tensors(lm: LM, params: Params) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def save_hf(lm: LM, params: Params, out_dir: str, max_shard_bytes: int = 4 * 2**30) -> None:
-  """Writes config.json and safetensors (index-sharded above `max_shard_bytes`)."""
+  """Writes config.json and safetensors (index-sharded above `max_shard_bytes`); a LoRA model's adapters
+  are merged into its kernels first (W + (alpha / r) A B)."""
+  from scorejax.models import lora  # pylint: disable=import-outside-toplevel
+  lm, params = lora.merge(lm, params)
   shards: list[dict[str, np.ndarray]] = [{}]
   size = 0
   for name, x in _host_tensors(lm, params):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import NamedTuple
 
 import jax
@@ -129,19 +130,44 @@ def softcap(x: jax.Array, cap: float | None) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
-class Linear(nnx.Module):
-  """y = x @ kernel (+ bias), kernel [in, out], computed in the config's dtype."""
+def lora_a_init(key: jax.Array, d_in: int, rank: int, dtype) -> jax.Array:
+  """LoRA's A as PEFT initialises it: uniform in +-1/sqrt(d_in) (kaiming-uniform with a = sqrt(5))."""
+  bound = 1.0 / math.sqrt(d_in)
+  return jax.random.uniform(key, (d_in, rank), jnp.float32, -bound, bound).astype(dtype)
 
-  def __init__(self, d_in: int, d_out: int, config: ModelConfig, *, bias: bool, rngs: nnx.Rngs):
+
+def lora_targets(config: ModelConfig, path: str) -> bool:
+  """The projection at module path `path` ("layers/0/self_attn/q_proj") carries LoRA adapters."""
+  return config.lora is not None and any(re.search(t, path) for t in config.lora.targets)
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias) (+ scale * (x @ lora_a) @ lora_b), kernel [in, out], in the config's dtype.
+
+  With LoRA on this projection (`path` matched by config.lora.targets) the
+  adapters are lora_a [in, r] and lora_b [r, out] (`models/lora.py` creates
+  them: lora_b starts at zero, so the adapted model starts as the base).
+  """
+
+  def __init__(self, d_in: int, d_out: int, config: ModelConfig, path: str, *, bias: bool, rngs: nnx.Rngs):
     init = nnx.initializers.normal(config.initializer_range)
     self.kernel = nnx.Param(init(rngs.params(), (d_in, d_out), config.jnp_param_dtype))
     self.bias = nnx.Param(jnp.zeros((d_out,), config.jnp_param_dtype)) if bias else None
     self.dtype = config.jnp_dtype
+    self.lora_scale = config.lora.scale if lora_targets(config, path) else None
+    if self.lora_scale is not None:
+      r = config.lora.rank
+      self.lora_a = nnx.Param(lora_a_init(rngs.params(), d_in, r, config.jnp_param_dtype))
+      self.lora_b = nnx.Param(jnp.zeros((r, d_out), config.jnp_param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    x = x.astype(self.dtype)
+    y = jnp.dot(x, self.kernel[...].astype(self.dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
+    if self.lora_scale is not None:  # unmerged: the [in, out] update is never formed
+      low_rank = jnp.dot(jnp.dot(x, self.lora_a[...].astype(self.dtype)), self.lora_b[...].astype(self.dtype))
+      y = y + self.lora_scale * low_rank
     return y
 
 
@@ -174,10 +200,11 @@ class Attention(nnx.Module):
     c = config
     self.config = c
     self.local = c.is_sliding(layer)  # a sliding-window layer (its mask and, in Gemma 3, its RoPE base)
-    self.q_proj = Linear(c.d_model, c.n_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
-    self.k_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
-    self.v_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, bias=c.qkv_bias, rngs=rngs)
-    self.o_proj = Linear(c.n_heads * c.head_dim, c.d_model, c, bias=c.attention_out_bias, rngs=rngs)
+    at = f"layers/{layer}/self_attn"
+    self.q_proj = Linear(c.d_model, c.n_heads * c.head_dim, c, f"{at}/q_proj", bias=c.qkv_bias, rngs=rngs)
+    self.k_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, f"{at}/k_proj", bias=c.qkv_bias, rngs=rngs)
+    self.v_proj = Linear(c.d_model, c.n_kv_heads * c.head_dim, c, f"{at}/v_proj", bias=c.qkv_bias, rngs=rngs)
+    self.o_proj = Linear(c.n_heads * c.head_dim, c.d_model, c, f"{at}/o_proj", bias=c.attention_out_bias, rngs=rngs)
     if c.qk_norm:  # Qwen3, Gemma 3: over each head's features, shared by the heads
       self.q_norm = RMSNorm(c.head_dim, c)
       self.k_norm = RMSNorm(c.head_dim, c)
@@ -231,11 +258,12 @@ ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": functools.partial(jax.nn.gelu, 
 class MLP(nnx.Module):
   """Gated: down(act(gate(x)) * up(x)); act = silu (SwiGLU) or tanh-approximated gelu (Gemma's GeGLU)."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, layer: int, *, rngs: nnx.Rngs):
     c = config
-    self.gate_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
-    self.up_proj = Linear(c.d_model, c.d_ff, c, bias=c.mlp_bias, rngs=rngs)
-    self.down_proj = Linear(c.d_ff, c.d_model, c, bias=c.mlp_bias, rngs=rngs)
+    at = f"layers/{layer}/mlp"
+    self.gate_proj = Linear(c.d_model, c.d_ff, c, f"{at}/gate_proj", bias=c.mlp_bias, rngs=rngs)
+    self.up_proj = Linear(c.d_model, c.d_ff, c, f"{at}/up_proj", bias=c.mlp_bias, rngs=rngs)
+    self.down_proj = Linear(c.d_ff, c.d_model, c, f"{at}/down_proj", bias=c.mlp_bias, rngs=rngs)
     self.act = ACTIVATIONS[c.mlp_activation]
 
   def __call__(self, x_BxTxD):
@@ -249,7 +277,7 @@ class Block(nnx.Module):
     self.input_layernorm = RMSNorm(config.d_model, config)
     self.self_attn = Attention(config, layer, rngs=rngs)
     self.post_attention_layernorm = RMSNorm(config.d_model, config)
-    self.mlp = MLP(config, rngs=rngs)
+    self.mlp = MLP(config, layer, rngs=rngs)
 
   def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
     h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache)
@@ -270,7 +298,7 @@ class SandwichBlock(nnx.Module):
     self.self_attn = Attention(config, layer, rngs=rngs)
     self.post_attention_layernorm = RMSNorm(config.d_model, config)
     self.pre_feedforward_layernorm = RMSNorm(config.d_model, config)
-    self.mlp = MLP(config, rngs=rngs)
+    self.mlp = MLP(config, layer, rngs=rngs)
     self.post_feedforward_layernorm = RMSNorm(config.d_model, config)
 
   def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
