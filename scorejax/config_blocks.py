@@ -73,6 +73,7 @@ def lora() -> ml_collections.ConfigDict:
   b.rank = 0  # r; 0: no adapters
   b.alpha = 16.0  # the update is scaled by alpha / r
   b.targets = LORA_TARGETS  # regexes searched in projection paths such as "layers/3/self_attn/q_proj"
+  b.dropout = 0.0  # on each adapter's input, in training steps only
   return b
 
 

@@ -28,12 +28,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import ml_collections
+import numpy as np
 import tqdm
 
 from scorejax import parallel
 from scorejax.checkpoint import CheckpointConfig, Checkpointer, abstract_like
 from scorejax.metrics import MetricWriter, read_json, truncate_after, write_json
 from scorejax.models import lora
+from scorejax.objectives.loss import DROPOUT_SEEDS
+from scorejax.tasks.base import stream_id
 from scorejax.train_step import (
   OptimizerConfig,
   TrainState,
@@ -219,6 +222,16 @@ class PhaseRunner:
       return None, params
     return lora.split(params)
 
+  def _with_dropout_seeds(self, batch: dict, phase: str, step: int) -> dict:
+    """A LoRA model with dropout trains on masks seeded per row by (seed, phase, step): a resumed phase
+    draws the same ones. The objectives read them through `model_logprobs`."""
+    config = self.lm.config.lora
+    if config is None or not config.dropout:
+      return batch
+    rows = len(batch["tokens_BxT"])
+    rng = np.random.default_rng([self.config.seed, stream_id(phase), step])
+    return dict(batch, **{DROPOUT_SEEDS: rng.integers(0, 2**31 - 1, size=rows, dtype=np.int32)})
+
   def _joined(self, frozen, trained):
     return trained if frozen is None else lora.combine(frozen, trained)
 
@@ -288,6 +301,7 @@ class PhaseRunner:
       for step in bar:
         t = time.perf_counter()
         batch, batch_metrics = make_batch(step, whole(state))
+        batch = self._with_dropout_seeds(batch, phase, step)
         state, metrics = train(state, parallel.shard_batch(batch, self.mesh))
         metrics = dict(jax.device_get(metrics), **batch_metrics, step_s=time.perf_counter() - t)
         if tracker:

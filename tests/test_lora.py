@@ -160,3 +160,50 @@ def test_an_experiment_runs_with_lora_from_the_config(tmp_path):
   assert {"base", "stage1", "stage2"} <= set(results)
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["model"]["lora"]["rank"] == 4
+
+
+def test_dropout_on_the_adapter_input_by_hand():
+  from scorejax.models.transformer import lora_dropout
+  x = jnp.ones((2, 3, 1000))
+  out = np.asarray(lora_dropout(x, jnp.array([5, 6]), stream=11, rate=0.25))
+  np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.75])  # dropped, or kept and scaled by 1 / (1 - rate)
+  assert abs((out == 0).mean() - 0.25) < 0.02
+  assert not np.array_equal(out[0], out[1])  # rows draw their own masks
+  np.testing.assert_array_equal(out, lora_dropout(x, jnp.array([5, 6]), stream=11, rate=0.25))  # seeded
+  assert not np.array_equal(out, lora_dropout(x, jnp.array([5, 6]), stream=12, rate=0.25))  # per projection
+  assert lora_dropout(x, jnp.array([5, 6]), stream=11, rate=0.0) is x
+
+
+def test_dropout_acts_in_training_steps_only(tmp_path):
+  lm, base = tiny()
+  lora_lm, params = lora.with_adapters(lm, base, LoraConfig(rank=4, alpha=8.0, dropout=0.5), jax.random.key(1))
+  params = perturbed(params, scale=0.3)
+  tokens, positions, mask = padded_batch(30)
+  plain = np.asarray(lora_lm.hidden(params, tokens, positions, mask)[0])
+  seeds = jnp.arange(3, dtype=jnp.int32)
+  dropped = np.asarray(lora_lm.hidden(params, tokens, positions, mask, dropout_seed_B=seeds)[0])
+  assert np.abs(dropped - plain).max() > 1e-2
+  no_dropout_lm = LM.from_config(lora_lm.config.replace(lora=LoraConfig(rank=4, alpha=8.0)))
+  np.testing.assert_array_equal(plain, np.asarray(no_dropout_lm.hidden(params, tokens, positions, mask)[0]))
+
+  def trained(workdir, dropout):
+    from scorejax.experiments import score
+    from scorejax.metrics import MetricWriter
+    from scorejax.tasks.base import make_task
+    config = config_with("arith_score.py", "smoke", {"checkpoint.async_save": False, "model.lora.rank": 4,
+                                                      "model.lora.dropout": dropout})
+    mesh = parallel.make_mesh(dict(config.mesh))
+    task = make_task(config.task)
+    lm, params = score.build_model(config.model, task.tokenizer, mesh, config.seed)
+    loss_fn = score.build_loss_fn(score.sft.sft_loss, score.model_logprobs(lm, 32), score.base_sft_inputs,
+                                  score.sft.SFTConfig())
+    writer = MetricWriter(str(workdir), tensorboard=False)
+    out = phases.PhaseRunner(config, str(workdir), lm, mesh, writer).run(
+        "base", 2, score.OptimizerConfig(learning_rate=1e-2), params, loss_fn,
+        lambda step, state: (score.base_sft_batch(task, config, step), {}), 0)
+    writer.close()
+    return np.asarray(lora.split(out)[1]["layers"][0]["mlp"]["up_proj"]["lora_b"])
+
+  first, again = trained(tmp_path / "a", 0.5), trained(tmp_path / "b", 0.5)
+  np.testing.assert_array_equal(first, again)  # masks seeded by (seed, phase, step): a rerun draws the same
+  assert np.abs(first - trained(tmp_path / "c", 0.0)).max() > 1e-6  # and the steps did use them

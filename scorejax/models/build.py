@@ -23,7 +23,7 @@ def build_model(c: ml_collections.ConfigDict, tokenizer, mesh, seed: int,
   block = c.get("lora")
   if block is None or not block.rank:
     return lm, params
-  config = LoraConfig(rank=block.rank, alpha=block.alpha, targets=tuple(block.targets))
+  config = LoraConfig(rank=block.rank, alpha=block.alpha, targets=tuple(block.targets), dropout=block.dropout)
   return lora.with_adapters(lm, params, config, jax.random.fold_in(jax.random.key(seed), 7), mesh, rules)
 
 

@@ -41,10 +41,13 @@ class LoraConfig:
   rank: int  # r
   alpha: float  # the update is scaled by alpha / r
   targets: tuple[str, ...] = LORA_TARGETS
+  dropout: float = 0.0  # on each adapter's input, in training steps only (`phases` seeds it per row)
 
   def __post_init__(self):
     if self.rank < 1:
       raise ValueError(f"lora rank={self.rank}; expected >= 1")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"lora dropout={self.dropout}; expected a rate in [0, 1)")
 
   @property
   def scale(self) -> float:

@@ -48,9 +48,10 @@ class LM:
     """fp32 logits [B, T, V] and the updated cache."""
     return self.module(params)(tokens_BxT, positions_BxT, mask_BxT, cache)
 
-  def hidden(self, params: Params, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
-    """Final-norm hidden states [B, T, D] and the updated cache."""
-    return self.module(params).hidden(tokens_BxT, positions_BxT, mask_BxT, cache)
+  def hidden(self, params: Params, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None,
+             dropout_seed_B=None):
+    """Final-norm hidden states [B, T, D] and the updated cache; `dropout_seed_B`: LoRA dropout (training)."""
+    return self.module(params).hidden(tokens_BxT, positions_BxT, mask_BxT, cache, dropout_seed_B)
 
   def unembedding(self, params: Params) -> jax.Array:
     """The [V, D] matrix that turns hidden states into logits."""

@@ -9,7 +9,8 @@ reads them unmerged). A run keeps one copy of the base:
   frozen, trainable = split(params)                     # what `phases.PhaseRunner` does
   merged_lm, merged_params = merge(lm, params)          # W + (alpha / r) A B, for export
 
-`phases.PhaseRunner` trains `trainable` alone (the optimizer state, the
+`phases.PhaseRunner` trains `trainable` alone (with `dropout`, on masks
+seeded per batch row by (seed, phase, step)) (the optimizer state, the
 gradients and the checkpoints hold the adapters only) and passes `frozen` to
 the step as a constant argument that is never donated, so the policy, the
 reference policy at the start of a stage (the same base arrays with that

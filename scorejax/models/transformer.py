@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -136,6 +137,18 @@ def lora_a_init(key: jax.Array, d_in: int, rank: int, dtype) -> jax.Array:
   return jax.random.uniform(key, (d_in, rank), jnp.float32, -bound, bound).astype(dtype)
 
 
+def lora_dropout(x_BxTxD: jax.Array, seed_B: jax.Array, stream: int, rate: float) -> jax.Array:
+  """Inverted dropout at `rate`, each row's mask drawn from (its seed, the projection's stream)."""
+  if not rate:
+    return x_BxTxD
+
+  def row(x_TxD, seed):
+    keep = jax.random.bernoulli(jax.random.fold_in(jax.random.key(seed), stream), 1.0 - rate, x_TxD.shape)
+    return jnp.where(keep, x_TxD / (1.0 - rate), 0).astype(x_TxD.dtype)
+
+  return jax.vmap(row)(x_BxTxD, seed_B)
+
+
 def lora_targets(config: ModelConfig, path: str) -> bool:
   """The projection at module path `path` ("layers/0/self_attn/q_proj") carries LoRA adapters."""
   return config.lora is not None and any(re.search(t, path) for t in config.lora.targets)
@@ -155,18 +168,22 @@ class Linear(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((d_out,), config.jnp_param_dtype)) if bias else None
     self.dtype = config.jnp_dtype
     self.lora_scale = config.lora.scale if lora_targets(config, path) else None
+    self.lora_dropout = config.lora.dropout if config.lora is not None else 0.0
+    self.path_id = zlib.crc32(path.encode())  # its own dropout stream
     if self.lora_scale is not None:
       r = config.lora.rank
       self.lora_a = nnx.Param(lora_a_init(rngs.params(), d_in, r, config.jnp_param_dtype))
       self.lora_b = nnx.Param(jnp.zeros((r, d_out), config.jnp_param_dtype))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, dropout_seed_B: jax.Array | None = None) -> jax.Array:
+    """`dropout_seed_B`: one int per batch row, given in training only: LoRA dropout on the adapter input."""
     x = x.astype(self.dtype)
     y = jnp.dot(x, self.kernel[...].astype(self.dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     if self.lora_scale is not None:  # unmerged: the [in, out] update is never formed
-      low_rank = jnp.dot(jnp.dot(x, self.lora_a[...].astype(self.dtype)), self.lora_b[...].astype(self.dtype))
+      x_lora = x if dropout_seed_B is None else lora_dropout(x, dropout_seed_B, self.path_id, self.lora_dropout)
+      low_rank = jnp.dot(jnp.dot(x_lora, self.lora_a[...].astype(self.dtype)), self.lora_b[...].astype(self.dtype))
       y = y + self.lora_scale * low_rank
     return y
 
@@ -209,7 +226,7 @@ class Attention(nnx.Module):
       self.q_norm = RMSNorm(c.head_dim, c)
       self.k_norm = RMSNorm(c.head_dim, c)
 
-  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None, dropout_seed_B=None):
     """Returns the attention output and this layer's (k, v) buffers when a cache is given.
 
     attn_BxTxS: bool, may query t attend to key s. Without a cache S = T and the
@@ -220,13 +237,13 @@ class Attention(nnx.Module):
     c = self.config
     b, t, _ = x_BxTxD.shape
     inv_freq = rope_inv_freq(c, self.local)
-    q_BxTxNxH = self.q_proj(x_BxTxD).reshape(b, t, c.n_heads, c.head_dim)
-    k_BxTxKxH = self.k_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
+    q_BxTxNxH = self.q_proj(x_BxTxD, dropout_seed_B).reshape(b, t, c.n_heads, c.head_dim)
+    k_BxTxKxH = self.k_proj(x_BxTxD, dropout_seed_B).reshape(b, t, c.n_kv_heads, c.head_dim)
     if c.qk_norm:
       q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
     q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, inv_freq)
     k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, inv_freq)
-    v_BxTxKxH = self.v_proj(x_BxTxD).reshape(b, t, c.n_kv_heads, c.head_dim)
+    v_BxTxKxH = self.v_proj(x_BxTxD, dropout_seed_B).reshape(b, t, c.n_kv_heads, c.head_dim)
 
     k_BxKxTxH = k_BxTxKxH.transpose(0, 2, 1, 3)
     v_BxKxTxH = v_BxTxKxH.transpose(0, 2, 1, 3)
@@ -248,7 +265,7 @@ class Attention(nnx.Module):
     scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
     probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
     out_BxTxKxGxH = jnp.einsum("bkgts,bksh->btkgh", probs_BxKxGxTxS, v_BxKxSxH)
-    out_BxTxD = self.o_proj(out_BxTxKxGxH.reshape(b, t, c.n_heads * c.head_dim))
+    out_BxTxD = self.o_proj(out_BxTxKxGxH.reshape(b, t, c.n_heads * c.head_dim), dropout_seed_B)
     return out_BxTxD, new_kv
 
 
@@ -266,8 +283,9 @@ class MLP(nnx.Module):
     self.down_proj = Linear(c.d_ff, c.d_model, c, f"{at}/down_proj", bias=c.mlp_bias, rngs=rngs)
     self.act = ACTIVATIONS[c.mlp_activation]
 
-  def __call__(self, x_BxTxD):
-    return self.down_proj(self.act(self.gate_proj(x_BxTxD)) * self.up_proj(x_BxTxD))
+  def __call__(self, x_BxTxD, dropout_seed_B=None):
+    d = dropout_seed_B
+    return self.down_proj(self.act(self.gate_proj(x_BxTxD, d)) * self.up_proj(x_BxTxD, d), d)
 
 
 class Block(nnx.Module):
@@ -279,10 +297,10 @@ class Block(nnx.Module):
     self.post_attention_layernorm = RMSNorm(config.d_model, config)
     self.mlp = MLP(config, layer, rngs=rngs)
 
-  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
-    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache)
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None, dropout_seed_B=None):
+    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache, dropout_seed_B)
     x_BxTxD = shard_activation(x_BxTxD + h, None, None)
-    x_BxTxD = x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD))
+    x_BxTxD = x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD), dropout_seed_B)
     return shard_activation(x_BxTxD, None, None), new_kv
 
 
@@ -301,15 +319,15 @@ class SandwichBlock(nnx.Module):
     self.mlp = MLP(config, layer, rngs=rngs)
     self.post_feedforward_layernorm = RMSNorm(config.d_model, config)
 
-  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None):
-    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache)
+  def __call__(self, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache=None, dropout_seed_B=None):
+    h, new_kv = self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT, attn_BxTxS, kv_cache, dropout_seed_B)
     x_BxTxD = shard_activation(x_BxTxD + self.post_attention_layernorm(h), None, None)
-    h = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x_BxTxD)))
+    h = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x_BxTxD), dropout_seed_B))
     return shard_activation(x_BxTxD + h, None, None), new_kv
 
 
-def _run_block(block: Block, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache):
-  return block(x_BxTxD, positions_BxT, attn_BxTxS, kv_cache)
+def _run_block(block: Block, x_BxTxD, positions_BxT, attn_BxTxS, kv_cache, dropout_seed_B):
+  return block(x_BxTxD, positions_BxT, attn_BxTxS, kv_cache, dropout_seed_B)
 
 
 _run_block_remat = nnx.remat(_run_block)
@@ -356,8 +374,9 @@ class Transformer(nnx.Module):
     """The [V, D] matrix whose rows score the tokens."""
     return self.embed_tokens[...] if self.config.tie_embeddings else self.lm_head[...]
 
-  def hidden(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
-    """Final-norm hidden states [B, T, D] and the updated cache (None without one)."""
+  def hidden(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None, dropout_seed_B=None):
+    """Final-norm hidden states [B, T, D] and the updated cache (None without one); `dropout_seed_B`
+    (training a LoRA model with dropout): one seed per row for the adapters' dropout masks."""
     c = self.config
     x_BxTxD = jnp.take(self.embed_tokens[...], tokens_BxT, axis=0)
     if c.scale_embeddings:  # in the parameters' dtype, as HF (sqrt(D) is rounded to bf16 in a bf16 model)
@@ -375,7 +394,8 @@ class Transformer(nnx.Module):
     kv = None if cache is None else (cache.k_LxBxKxSxH, cache.v_LxBxKxSxH)
     for i, block in enumerate(self.layers):
       layer_kv = None if kv is None else (*kv, cache.end, i)
-      x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, local_BxTxS if c.is_sliding(i) else attn_BxTxS, layer_kv)
+      x_BxTxD, kv = run(block, x_BxTxD, positions_BxT, local_BxTxS if c.is_sliding(i) else attn_BxTxS, layer_kv,
+                        dropout_seed_B)
     h_BxTxD = self.norm(x_BxTxD)
     if cache is not None:
       cache = cache._replace(k_LxBxKxSxH=kv[0], v_LxBxKxSxH=kv[1], end=cache.end + tokens_BxT.shape[1])

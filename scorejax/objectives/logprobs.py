@@ -131,14 +131,15 @@ def token_entropy_plain(logits_BxTxV):
 
 
 def sequence_logprobs(lm, params, tokens_BxT, positions_BxT, mask_BxT, *, chunk_size: int,
-                      temperature: float = 1.0):
+                      temperature: float = 1.0, dropout_seed_B=None):
   """log p(tokens[:, t] | tokens[:, <t]) under the model `lm`, fp32 [B, T]; column 0 is 0.
 
   Teacher-forced: one forward pass over the whole sequence, then chunked
   log-probs. The valid tokens of a row must be contiguous (left and/or right
   padding only), because token t is scored from the hidden state at t - 1.
+  `dropout_seed_B`: a training step's LoRA dropout seeds (None: no dropout).
   """
-  hidden_BxTxD, _ = lm.hidden(params, tokens_BxT, positions_BxT, mask_BxT)
+  hidden_BxTxD, _ = lm.hidden(params, tokens_BxT, positions_BxT, mask_BxT, dropout_seed_B=dropout_seed_B)
   logp_BxT = token_logprobs(hidden_BxTxD[:, :-1], lm.unembedding(params), tokens_BxT[:, 1:],
                             chunk_size=chunk_size, temperature=temperature,
                             logit_softcap=lm.config.final_logit_softcap)

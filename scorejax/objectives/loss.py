@@ -42,6 +42,10 @@ def build_loss_fn(objective: Callable, logprobs_fn: LogprobsFn, inputs: Callable
   return loss_fn
 
 
+# A training batch's per-row LoRA dropout seeds (`phases.PhaseRunner` adds them when config.lora.dropout > 0).
+DROPOUT_SEEDS = "lora_dropout_seed_B"
+
+
 def model_logprobs(lm, chunk_size: int, view: Callable[[Any], Any] = lambda logp_BxT: logp_BxT,
                    temperature: float = 1.0) -> LogprobsFn:
   """(params, batch) -> view(log pi_theta(tokens_BxT)): one teacher-forced forward pass, chunked log-probs.
@@ -52,6 +56,7 @@ def model_logprobs(lm, chunk_size: int, view: Callable[[Any], Any] = lambda logp
 
   def logprobs_fn(params, batch):
     return view(sequence_logprobs(lm, params, batch["tokens_BxT"], batch["positions_BxT"], batch["mask_BxT"],
-                                  chunk_size=chunk_size, temperature=temperature))
+                                  chunk_size=chunk_size, temperature=temperature,
+                                  dropout_seed_B=batch.get(DROPOUT_SEEDS)))
 
   return logprobs_fn
