@@ -260,7 +260,11 @@ class Attention(nnx.Module):
     q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim)
     scores_BxKxGxTxS = jnp.einsum(
         "btkgh,bksh->bkgts", q_BxTxKxGxH, k_BxKxSxH.astype(q_BxTxKxGxH.dtype),
-        preferred_element_type=jnp.float32) * (c.query_pre_attn_scalar or c.head_dim) ** -0.5
+        preferred_element_type=jnp.float32)
+    if c.query_pre_attn_scalar is None:
+      scores_BxKxGxTxS = scores_BxKxGxTxS / math.sqrt(c.head_dim)
+    else:  # Gemma
+      scores_BxKxGxTxS = scores_BxKxGxTxS * c.query_pre_attn_scalar ** -0.5
     scores_BxKxGxTxS = softcap(scores_BxKxGxTxS, c.attn_logit_softcap)
     scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
     probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
