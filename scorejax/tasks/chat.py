@@ -109,6 +109,26 @@ class Turns:
     return self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
 
 
+class TurnsTask:
+  """The token methods every task on an HF tokenizer shares, read through its `turns` and `templates`
+  (MathTask, CodeTask); a problem has the `text` the solve prompt shows."""
+
+  turns: Turns
+  templates: templates.TemplateSet
+
+  def messages_ids(self, messages: Sequence[dict]) -> list[int]:
+    return self.turns.messages_ids(messages)
+
+  def prompt_ids(self, problem) -> list[int]:
+    return self.messages_ids(templates.solve_messages(self.templates, problem.text))
+
+  def answer_ids(self, text: str) -> list[int]:
+    return self.turns.answer_ids(text)
+
+  def text(self, ids) -> str:
+    return self.turns.text(ids)
+
+
 def task_turns(tokenizer, ts: templates.TemplateSet, use_chat: bool, probe: str) -> Turns:
   """The Turns of a task whose prompts are `ts`, through the tokenizer's chat template when `use_chat`
   (checked on the problem text `probe`: `turn_end_id`, `instruction_ids`)."""

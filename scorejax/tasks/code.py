@@ -39,7 +39,7 @@ import numpy as np
 from scorejax.sandbox import Outcome, Sandbox, sandbox_config
 from scorejax.tasks import templates
 from scorejax.tasks.base import MissingData, endless_shuffle
-from scorejax.tasks.chat import task_turns
+from scorejax.tasks.chat import TurnsTask, task_turns
 from scorejax.tasks.records import RecordError, field, iter_records, string_list
 from scorejax.tokenizers import HFTokenizer
 
@@ -189,7 +189,7 @@ def program(problem: CodeProblem, reply: str) -> str:
 
 
 @dataclasses.dataclass
-class CodeTask:
+class CodeTask(TurnsTask):
   """MBPP (train / validation as dev) with HumanEval or MBPP's test split held out, on an HF tokenizer."""
 
   config: ml_collections.ConfigDict
@@ -218,18 +218,6 @@ class CodeTask:
                             self.eval_problems[0].text)
     self.stop_ids, self.instruction_ids = self.turns.stop_ids, self.turns.instruction_ids
     self.sandbox = Sandbox(sandbox_config(c.sandbox))
-
-  def messages_ids(self, messages: Sequence[dict]) -> list[int]:
-    return self.turns.messages_ids(messages)
-
-  def prompt_ids(self, problem: CodeProblem) -> list[int]:
-    return self.messages_ids(templates.solve_messages(self.templates, problem.text))
-
-  def answer_ids(self, text: str) -> list[int]:
-    return self.turns.answer_ids(text)
-
-  def text(self, ids) -> str:
-    return self.turns.text(ids)
 
   def outcomes(self, problems: Sequence[CodeProblem], replies: Sequence[str]) -> list[Outcome]:
     """Each reply's program run against its problem's tests, concurrently in the sandbox."""

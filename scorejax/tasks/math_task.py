@@ -19,7 +19,7 @@ import numpy as np
 from scorejax.rewards import answers
 from scorejax.tasks import gsm8k, math_data, templates
 from scorejax.tasks.base import MissingData, endless_shuffle
-from scorejax.tasks.chat import task_turns
+from scorejax.tasks.chat import TurnsTask, task_turns
 from scorejax.tokenizers import HFTokenizer
 
 MATH_HOW_TO_GET = (
@@ -72,7 +72,7 @@ def load_problems(config: ml_collections.ConfigDict, needs_train: bool = True
 
 
 @dataclasses.dataclass
-class MathTask:
+class MathTask(TurnsTask):
   """GSM8K or MATH / MATH500 (config.name "gsm8k" / "math") on an HF tokenizer."""
 
   config: ml_collections.ConfigDict
@@ -99,18 +99,6 @@ class MathTask:
     self.turns = task_turns(self.tokenizer, self.templates, c.chat_template and self.tokenizer.has_chat_template,
                             probe)
     self.stop_ids, self.instruction_ids = self.turns.stop_ids, self.turns.instruction_ids
-
-  def messages_ids(self, messages: Sequence[dict]) -> list[int]:
-    return self.turns.messages_ids(messages)
-
-  def prompt_ids(self, problem: MathProblem) -> list[int]:
-    return self.messages_ids(templates.solve_messages(self.templates, problem.text))
-
-  def answer_ids(self, text: str) -> list[int]:
-    return self.turns.answer_ids(text)
-
-  def text(self, ids) -> str:
-    return self.turns.text(ids)
 
   def reward(self, problem: MathProblem, ids) -> float:
     return answers.math_reward(self.text(ids), problem.answer)
