@@ -1,25 +1,36 @@
-"""Baselines and ablations side by side: one table, mean and std over seeds.
+"""Variants x grid points x seeds of any experiment, side by side: one table, mean and std over seeds.
 
-  python -m scorejax.sweep --config=configs/arith_score.py --workdir=/tmp/sweep --seeds=0,1,2
+  python -m scorejax.sweep --config=configs/arith_score.py --workdir=/tmp/sweep --variants=all --seeds=0,1,2
+  python -m scorejax.sweep --config=configs/arith_spc.py --workdir=/tmp/spc_grid \\
+      --grid=game.balance=true,false --seeds=0,1
+  python -m scorejax.sweep --config=configs/arith_deepcritic.py --workdir=/tmp/dc --seeds=0,1,2 --emit
 
-Each (variant, seed) is an ordinary main-job run in WORKDIR/<variant>/seed<S>
-(so rerunning the sweep resumes, and finished runs are not repeated). Runs of
-one seed share their base policy: the first run trains it and the others start
-from a copy of its base checkpoint, since the base phase does not depend on
-the variant. A variant whose config differs from the first run's only in
-Stage II's keys (or the inference-time evaluation's) also starts from a copy
-of its Stage I (`shared_phases`): it is the same run up to there. Every run is
-evaluated on the same held-out problems; the table reports each run's final
-model (after stage2) and, in a row of its own ("<variant> (best)"), its
-best-training-reward Stage II checkpoint where the run kept one (RL methods on
-their own episodes).
+Each point (variant, grid point, seed) is an ordinary main-job run in
+WORKDIR/<variant>[/<key=value,...>]/seed<S>, so rerunning the sweep resumes
+a partly finished one and skips finished runs. Variants are the config's
+`name:arg` variants (its VARIANTS); the config itself is named after its
+experiment ("score", "deepcritic", "spc", "critique_loop"), the default;
+`--variants=all` takes it and every variant. `--grid=KEY=V1,V2` (repeatable)
+crosses config overrides. `--emit` prints one `python -m scorejax.main`
+command per point (for a cluster or a set of TPU VMs) and runs nothing.
 
-Writes WORKDIR/table.json and WORKDIR/table.md and prints the table.
+The table's rows come from each run's eval.json through its experiment's
+`sweep_rows` (SCoRe: the final model, and its best-training-reward Stage II
+checkpoint as "<variant> (best)"; DeepCritic: the RL critic; SPC: the last
+round's critic; critique-in-the-loop: the last iteration). SCoRe runs of one
+seed share their base policy: the first run trains it and the others start
+from a copy of its checkpoint, and a variant differing from the first run
+only in Stage II's keys (or the inference-time evaluation's) also starts from
+a copy of its Stage I (`shared_phases`). Emitted commands share nothing.
+
+Writes WORKDIR/table.json, table.md and table.png and prints the table.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -32,27 +43,75 @@ from absl import app, flags
 from scorejax.phases import flatten
 
 _CONFIG = flags.DEFINE_string("config", "configs/arith_score.py", "Config file of the main job.")
-_VARIANTS = flags.DEFINE_list("variants", ["score", "self_refine", "star", "star_i2c", "pair_sft", "single_turn",
-                                           "no_stage1", "no_shaping", "credit_return"],
-                              "Config variants; 'score' is the config itself.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one run per variant and seed.")
+_VARIANTS = flags.DEFINE_list("variants", [], "Config variants ('all': every one); default: the config itself.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds, one run per point and seed.")
+_GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: one point per value, crossed with the others.")
 _EXTRA = flags.DEFINE_string("extra", "", "Variant parts added to every run, e.g. 'smoke'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE passed to every run.")
+_EMIT = flags.DEFINE_bool("emit", False, "Print one main-job command per point instead of running them.")
 
-METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+
+# ----------------------------------------------------------------------------
+# Points
+# ----------------------------------------------------------------------------
 
 
-def config_arg(config: str, variant: str, extra: str) -> str:
-  parts = [p for p in ([] if variant == "score" else [variant]) + extra.split(",") if p]
+def config_module(path: str):
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(config_arg: str):
+  """The ConfigDict `python -m scorejax.main --config=config_arg` starts from (before any override)."""
+  path, _, arg = config_arg.partition(":")
+  return config_module(path).get_config(arg)
+
+
+def default_variant(config_path: str) -> str:
+  """The config itself, named after its experiment."""
+  return load_config(config_path).experiment
+
+
+def variants(config_path: str, asked: list[str]) -> list[str]:
+  """The variants a sweep runs: `asked`, or the default, or with "all" the default and every VARIANTS key."""
+  default = default_variant(config_path)
+  if not asked:
+    return [default]
+  if asked == ["all"]:
+    return [default, *getattr(config_module(config_path), "VARIANTS", {})]
+  return asked
+
+
+def config_arg(config: str, variant: str, extra: str, default: str = "score") -> str:
+  parts = [p for p in ([] if variant == default else [variant]) + extra.split(",") if p]
   return config + (":" + ",".join(parts) if parts else "")
 
 
-def run_one(config: str, workdir: str, seed: str, overrides: list[str]) -> None:
-  cmd = [sys.executable, "-m", "scorejax.main", f"--config={config}", f"--workdir={workdir}",
-         f"--config.seed={seed}", *overrides]
-  print("+", " ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
+def grid_points(grid: list[str]) -> list[tuple[tuple[str, str], ...]]:
+  """Every combination of the --grid values: ((key, value), ...) per point; one empty point without a grid."""
+  axes = []
+  for spec in grid:
+    key, sep, values = spec.partition("=")
+    if not sep or not key or not values:
+      raise app.UsageError(f"--grid={spec!r}: expected KEY=V1,V2,...")
+    axes.append([(key, v) for v in values.split(",")])
+  return list(itertools.product(*axes))
+
+
+def point_name(point) -> str:
+  return ",".join(f"{k}={v}" for k, v in point)
+
+
+def point_workdir(root: str, variant: str, point, seed: str) -> str:
+  return os.path.join(root, variant, *([point_name(point)] if point else []), f"seed{seed}")
+
+
+def main_command(config_arg_: str, workdir: str, seed: str, overrides: list[str], point) -> list[str]:
+  return [sys.executable, "-m", "scorejax.main", f"--config={config_arg_}", f"--workdir={workdir}",
+          f"--config.seed={seed}", *overrides, *[f"--config.{k}={v}" for k, v in point]]
 
 
 def share_phases(src_workdir: str, dst_workdir: str, phases) -> None:
@@ -70,39 +129,66 @@ def share_phases(src_workdir: str, dst_workdir: str, phases) -> None:
 AFTER_STAGE1 = ("stage2.", "inference.")
 
 
-def load_config(config_arg: str):
-  """The ConfigDict `python -m scorejax.main --config=config_arg` starts from (before any override)."""
-  path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def shared_phases(first_arg: str, variant_arg: str) -> tuple[str, ...]:
-  """The phases a run copies from the first run of its seed: the base, and Stage I when nothing Stage I
-  reads differs (overrides apply to every run alike, so the configs are compared without them)."""
+  """SCoRe: the phases a run copies from the first run of its seed: the base, and Stage I when nothing
+  Stage I reads differs (overrides apply to every run alike, so the configs are compared without them)."""
   first, other = flatten(load_config(first_arg).to_dict()), flatten(load_config(variant_arg).to_dict())
   differing = {k for k in set(first) | set(other) if first.get(k) != other.get(k)}
   return ("base", "stage1") if all(k.startswith(AFTER_STAGE1) for k in differing) else ("base",)
 
 
-def summarize(finals: dict[str, list[dict]]) -> dict:
-  """{variant: {metric: {"mean", "std", "values"}}} from each run's final eval row."""
+# ----------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------
+
+
+def summarize(rows: dict[str, list[dict]], metrics) -> dict:
+  """{row: {metric: {"mean", "std", "values"}}} over seeds; a metric a run left undefined (None) is
+  left out of its mean, and is None where no run defined it."""
   out = {}
-  for variant, rows in finals.items():
-    out[variant] = {m: {"mean": float(np.mean([r[m] for r in rows])),
-                        "std": float(np.std([r[m] for r in rows])),
-                        "values": [r[m] for r in rows]} for m in METRICS}
+  for name, runs in rows.items():
+    out[name] = {}
+    for m in metrics:
+      values = [r.get(m) for r in runs]
+      defined = [v for v in values if v is not None]
+      out[name][m] = {"mean": float(np.mean(defined)) if defined else None,
+                      "std": float(np.std(defined)) if defined else None, "values": values}
   return out
 
 
-def markdown(table: dict, seeds: list[str]) -> str:
-  head = "| variant | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS)
-  rows = [f"| {v} | " + " | ".join(f"{100 * t[m]['mean']:.1f} ± {100 * t[m]['std']:.1f}" for m in METRICS) + " |"
-          for v, t in table.items()]
-  return (f"Final model of each run, % of held-out problems, mean ± std over seeds {','.join(seeds)}\n\n"
-          + "\n".join([head, *rows]) + "\n")
+def markdown(table: dict, seeds: list[str], metrics) -> str:
+  cell = lambda t: "-" if t["mean"] is None else f"{100 * t['mean']:.1f} ± {100 * t['std']:.1f}"
+  head = "| variant | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics)
+  lines = [f"| {v} | " + " | ".join(cell(t[m]) for m in metrics) + " |" for v, t in table.items()]
+  return (f"Each run's final model, %, mean ± std over seeds {','.join(seeds)}\n\n"
+          + "\n".join([head, *lines]) + "\n")
+
+
+def plot(table: dict, metrics, path: str) -> None:
+  """Grouped bars: one group per metric, one bar per row, the std over seeds as error bars."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(table)
+  width = 0.8 / max(1, len(names))
+  fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) + 0.4 * len(names)), 4))
+  for i, name in enumerate(names):
+    means = [100 * (table[name][m]["mean"] or 0.0) for m in metrics]
+    stds = [100 * (table[name][m]["std"] or 0.0) for m in metrics]
+    ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=stds, capsize=2, label=name)
+  ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
+  ax.set_ylabel("% (mean ± std over seeds)")
+  ax.axhline(0, color="black", linewidth=0.5)
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------
 
 
 def main(argv):
@@ -110,29 +196,40 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  root = _WORKDIR.value
-  finals: dict[str, list[dict]] = {}
-  for seed in _SEEDS.value:
+  root, config = _WORKDIR.value, _CONFIG.value
+  experiment_name = default_variant(config)
+  experiment = importlib.import_module(f"scorejax.experiments.{experiment_name}")
+  names, points = variants(config, _VARIANTS.value), grid_points(_GRID.value)
+  if _EMIT.value:
+    for seed, variant, point in itertools.product(_SEEDS.value, names, points):
+      arg = config_arg(config, variant, _EXTRA.value, experiment_name)
+      print(" ".join(main_command(arg, point_workdir(root, variant, point, seed), seed, _OVERRIDES.value, point)))
+    return
+  rows: dict[str, list[dict]] = {}
+  for seed, point in itertools.product(_SEEDS.value, points):
     first = first_arg = None
-    for variant in _VARIANTS.value:
-      workdir = os.path.join(root, variant, f"seed{seed}")
-      arg = config_arg(_CONFIG.value, variant, _EXTRA.value)
-      if first is not None:
+    for variant in names:
+      workdir = point_workdir(root, variant, point, seed)
+      arg = config_arg(config, variant, _EXTRA.value, experiment_name)
+      if first is not None and experiment_name == "score":
         share_phases(first, workdir, shared_phases(first_arg, arg))
-      run_one(arg, workdir, seed, _OVERRIDES.value)
+      cmd = main_command(arg, workdir, seed, _OVERRIDES.value, point)
+      print("+", " ".join(cmd), flush=True)
+      subprocess.run(cmd, check=True)
       first, first_arg = first or workdir, first_arg or arg
       with open(os.path.join(workdir, "eval.json")) as f:
         results = json.load(f)
-      finals.setdefault(variant, []).append(results["stage2"])
-      if "stage2_best" in results:
-        finals.setdefault(f"{variant} (best)", []).append(results["stage2_best"])
-  table = summarize(finals)
+      label = " ".join(p for p in (variant, point_name(point)) if p)
+      for suffix, row in experiment.sweep_rows(results).items():
+        rows.setdefault(label + suffix, []).append(row)
+  table = summarize(rows, experiment.SWEEP_METRICS)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "table.json"), "w") as f:
     json.dump(table, f, indent=2)
-  text = markdown(table, _SEEDS.value)
+  text = markdown(table, _SEEDS.value, experiment.SWEEP_METRICS)
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text)
+  plot(table, experiment.SWEEP_METRICS, os.path.join(root, "table.png"))
   print(text)
 
 

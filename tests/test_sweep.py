@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from scorejax import sweep
+from scorejax.experiments import critique_loop, deepcritic, score, spc
 
 TINY = ["--config.base.steps=8", "--config.stage1.steps=2", "--config.stage2.steps=2",
         "--config.task.eval_size=8", "--config.eval.batch_size=8", "--config.eval.every=0",
@@ -15,13 +16,49 @@ TINY = ["--config.base.steps=8", "--config.stage1.steps=2", "--config.stage2.ste
 def test_config_arg_and_summary():
   assert sweep.config_arg("configs/a.py", "score", "") == "configs/a.py"
   assert sweep.config_arg("configs/a.py", "star", "smoke") == "configs/a.py:star,smoke"
+  assert sweep.config_arg("configs/a.py", "spc", "smoke", default="spc") == "configs/a.py:smoke"
   rows = [dict(acc_t1=0.5, acc_t2=0.6, delta=0.1, delta_i2c=0.2, delta_c2i=0.1),
           dict(acc_t1=0.7, acc_t2=0.6, delta=-0.1, delta_i2c=0.1, delta_c2i=0.2)]
-  table = sweep.summarize({"score": rows})
+  table = sweep.summarize({"score": rows}, score.SWEEP_METRICS)
   assert table["score"]["acc_t1"]["mean"] == 0.6
   assert abs(table["score"]["acc_t1"]["std"] - 0.1) < 1e-12  # population std of 0.5, 0.7
   assert table["score"]["delta"]["values"] == [0.1, -0.1]
-  assert "| score | 60.0 ± 10.0 |" in sweep.markdown(table, ["0", "1"])
+  assert "| score | 60.0 ± 10.0 |" in sweep.markdown(table, ["0", "1"], score.SWEEP_METRICS)
+  # a metric one run leaves undefined (SPC's sneaky rate before any round) is left out of the mean
+  partial = sweep.summarize({"r": [{"m": None}, {"m": 0.4}], "none": [{"m": None}]}, ("m",))
+  assert partial["r"]["m"]["mean"] == 0.4 and partial["none"]["m"]["mean"] is None
+  assert "| none | - |" in sweep.markdown(partial, ["0", "1"], ("m",))
+
+
+def test_every_experiment_names_its_default_variant_and_its_rows():
+  assert [sweep.default_variant(f"configs/arith_{e}.py") for e in ("score", "deepcritic", "spc", "critique_loop")] \
+      == ["score", "deepcritic", "spc", "critique_loop"]
+  assert sweep.variants("configs/arith_spc.py", []) == ["spc"]  # the config itself by default
+  everything = sweep.variants("configs/arith_score.py", ["all"])
+  assert everything[0] == "score" and {"star", "pair_sft", "no_shaping"} <= set(everything)
+  assert sweep.variants("configs/arith_score.py", ["star"]) == ["star"]
+  final, best = {"acc_t1": 0.5}, {"acc_t1": 0.6}
+  assert score.sweep_rows({"base": {}, "stage2": final, "stage2_best": best}) == {"": final, " (best)": best}
+  assert deepcritic.sweep_rows({"sft": {}, "rl": final}) == {"": final}
+  assert spc.sweep_rows({"round0": best, "round1": {}, "round2": final, "search": {}}) == {
+      " round0": best, " round2": final}
+  assert critique_loop.sweep_rows({"iter0": {}, "iter3": final, "iter1": {}}) == {" iter3": final}
+
+
+def test_emit_prints_one_command_per_point_and_runs_nothing(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "scorejax.sweep", "--config=configs/arith_spc.py",
+                         f"--workdir={tmp_path}", "--variants=spc,unbalanced", "--seeds=0,1",
+                         "--grid=game.rounds=1,2", "--grid=generator.steps=5", "--emit"],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 2 * 2 * 2  # seeds x variants x grid points
+  first = lines[0].split()
+  assert first[1:] == ["-m", "scorejax.main", "--config=configs/arith_spc.py",
+                       f"--workdir={tmp_path}/spc/game.rounds=1,generator.steps=5/seed0", "--config.seed=0",
+                       "--config.game.rounds=1", "--config.generator.steps=5"]
+  assert any("--config=configs/arith_spc.py:unbalanced" in line and "seed1" in line for line in lines)
+  assert not list(tmp_path.iterdir())  # nothing ran
 
 
 def test_sweep_runs_variants_sharing_the_base(tmp_path):
@@ -39,6 +76,7 @@ def test_sweep_runs_variants_sharing_the_base(tmp_path):
   assert not any(r["phase"] == "base" and "loss" in r for r in records)
   assert {r["phase"] for r in records if "loss" in r} == {"stage1", "stage2"}
   assert "variant" in (tmp_path / "table.md").read_text()
+  assert (tmp_path / "table.png").stat().st_size > 1000
 
 
 def test_a_variant_that_changes_only_stage2_shares_stage1():

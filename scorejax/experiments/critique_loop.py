@@ -62,6 +62,13 @@ from scorejax.train_step import OptimizerConfig
 
 MODES = ("critique", "vanilla")  # self-improvement with the critic in the loop, or without it
 TABLE_KEYS = ("accuracy", "accuracy_sampled", "hard_share")
+SWEEP_METRICS = TABLE_KEYS
+
+
+def sweep_rows(results: dict) -> dict[str, dict]:
+  """`scorejax.sweep`'s row of one run: the actor after its last self-improvement iteration."""
+  last = max(int(k[len("iter"):]) for k in results if k.startswith("iter") and k[len("iter"):].isdigit())
+  return {f" iter{last}": results[f"iter{last}"]}
 
 
 # ----------------------------------------------------------------------------

@@ -64,6 +64,12 @@ PHASES = ("generator", "sft", "rl")
 CRITICS = ("base", "sft", "rl")
 LABEL_SOURCES = ("task", "mc")  # labels from the task or records (exact checker, PRM800K), or Monte Carlo
 TABLE_KEYS = ("mean_f1", "maj1_mean_f1", "majk_mean_f1", "invalid", "refine_with_critique")
+SWEEP_METRICS = TABLE_KEYS
+
+
+def sweep_rows(results: dict) -> dict[str, dict]:
+  """`scorejax.sweep`'s row of one run: the RL critic."""
+  return {"": results["rl"]}
 
 
 # ----------------------------------------------------------------------------

@@ -68,6 +68,12 @@ PHASES = ("base", "stage1", "stage2")
 INFERENCE_FILE = "inference.json"
 METRIC_KEYS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 CARRY_KEYS = ("carry_right_y1", "carry_right_y2", "carry_dropped_y1", "carry_dropped_y2")
+SWEEP_METRICS = METRIC_KEYS
+
+
+def sweep_rows(results: dict) -> dict[str, dict]:
+  """`scorejax.sweep`'s rows of one run: its final model, and its best-reward Stage II checkpoint where kept."""
+  return {"": results["stage2"], **({" (best)": results["stage2_best"]} if "stage2_best" in results else {})}
 
 
 # ----------------------------------------------------------------------------

@@ -66,6 +66,13 @@ from scorejax.train_step import OptimizerConfig
 ROLES = ("critic", "sneaky")
 TABLE_KEYS = ("harmonic_mean", "mean", "acc_correct", "acc_error", "first_error_f1", "sneaky_vs_round0",
               "sneaky_vs_own_critic")
+SWEEP_METRICS = TABLE_KEYS
+
+
+def sweep_rows(results: dict) -> dict[str, dict]:
+  """`scorejax.sweep`'s rows of one run: the critic of round 0 and of the last round."""
+  last = max(int(k[len("round"):]) for k in results if k.startswith("round") and k[len("round"):].isdigit())
+  return {" round0": results["round0"], f" round{last}": results[f"round{last}"]}
 
 
 # ----------------------------------------------------------------------------
