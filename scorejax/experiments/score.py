@@ -311,6 +311,15 @@ def pair_sft_batch(task: ArithTask, config, phase: str, step: int) -> dict[str, 
   return to_batch(rows, task.tokenizer.pad_id, ("y1", "y2"))
 
 
+def padding_stats(ep: Episodes, batch: dict) -> dict[str, float]:
+  """Shares of padded positions: in the update batch [x, y1, p, y2] (`pad_update`), in the left-padded
+  prompts the first turn prefills (`pad_prompt`), and in each attempt's decode, whose rows all run as long
+  as the batch's longest attempt (`pad_decode_y1`, `pad_decode_y2`)."""
+  waste = lambda lengths: 1.0 - float(np.sum(lengths)) / (len(lengths) * max(1, max(lengths)))
+  return {"pad_update": 1.0 - float(np.mean(batch["mask_BxT"])), "pad_prompt": waste([len(x) for x in ep.prompts]),
+          "pad_decode_y1": waste([len(y) for y in ep.y1]), "pad_decode_y2": waste([len(y) for y in ep.y2])}
+
+
 def episode_batch(task: ArithTask, ep: Episodes) -> dict[str, np.ndarray]:
   rows = [[(x, None), (y1, "y1"), (task.instruction_ids, None), (y2, "y2")]
           for x, y1, y2 in zip(ep.prompts, ep.y1, ep.y2)]
@@ -472,7 +481,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       with jax.set_mesh(mesh):
         batch["ref_logp_BxT"] = np.asarray(ref_logprobs(ref_params, batch["tokens_BxT"], batch["positions_BxT"],
                                                         batch["mask_BxT"]))
-      stats = {"y1_len": np.mean([len(y) for y in ep.y1]), "y2_len": np.mean([len(y) for y in ep.y2])}
+      stats = dict(padding_stats(ep, batch), y1_len=np.mean([len(y) for y in ep.y1]),
+                   y2_len=np.mean([len(y) for y in ep.y2]))
       return batch, stats
 
     opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps,
