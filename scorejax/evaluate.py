@@ -41,6 +41,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 
@@ -158,9 +159,7 @@ def code_from_files(tasks_path: str, completions_path: str, timeout_s: float = 1
   per_row = [{"task_id": p.id, "passed": o.passed} if o.passed else
              {"task_id": p.id, "passed": False, "reason": o.reason, "detail": o.detail}
              for (p, _), o in zip(rows, outcomes)]
-  reasons: dict[str, int] = {}
-  for o in outcomes:
-    reasons[o.reason] = reasons.get(o.reason, 0) + 1
+  reasons = dict(collections.Counter(o.reason for o in outcomes))
   return {"pass_rate": sum(o.passed for o in outcomes) / len(outcomes), "n": len(outcomes), "reasons": reasons,
           "sandbox": box.description, "completions": per_row}
 

@@ -284,7 +284,7 @@ class PhaseRunner:
                                         self.mesh, self.rules, params=trained)
     train = make_train_step(loss_fn, optimizer, shardings, self.mesh, opt_cfg.grad_accum_steps, frozen=frozen,
                             combine=lora.combine)
-    whole = lambda state: state if frozen is None else state._replace(params=self._joined(frozen, state.params))
+    whole = lambda state: state._replace(params=self._joined(frozen, state.params))  # what make_batch reads
     meta = {"phase": phase, "config": self.config.to_dict()}
     saved = {}
     with self.checkpointer(phase) as ckpt, (self._best_checkpointer(phase) if select

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -300,7 +301,9 @@ def _verdict(report: str, token: str, returncode: int, timed_out: bool, overflow
   return "error", f"exited with status {returncode} before its end"
 
 
+@functools.lru_cache(maxsize=1)
 def _worker_source() -> str:
+  """This file's text, the worker's script: read once per process, written into every program's directory."""
   with open(__file__, encoding="utf-8") as f:
     return f.read()
 

@@ -75,9 +75,9 @@ def default_variant(config_path: str) -> str:
   return load_config(config_path).experiment
 
 
-def variants(config_path: str, asked: list[str]) -> list[str]:
+def variants(config_path: str, asked: list[str], default: str | None = None) -> list[str]:
   """The variants a sweep runs: `asked`, or the default, or with "all" the default and every VARIANTS key."""
-  default = default_variant(config_path)
+  default = default or default_variant(config_path)
   if not asked:
     return [default]
   if asked == ["all"]:
@@ -199,7 +199,7 @@ def main(argv):
   root, config = _WORKDIR.value, _CONFIG.value
   experiment_name = default_variant(config)
   experiment = importlib.import_module(f"scorejax.experiments.{experiment_name}")
-  names, points = variants(config, _VARIANTS.value), grid_points(_GRID.value)
+  names, points = variants(config, _VARIANTS.value, experiment_name), grid_points(_GRID.value)
   if _EMIT.value:
     for seed, variant, point in itertools.product(_SEEDS.value, names, points):
       arg = config_arg(config, variant, _EXTRA.value, experiment_name)

@@ -67,7 +67,7 @@ class ModelConfig:
   normalizes q and k per head and gives its sliding layers their own RoPE base.
   """
 
-  family: str  # "llama", "qwen2" or "qwen3": selects the HF architecture on export
+  family: str  # one of FAMILIES: selects the HF architecture on export
   vocab_size: int  # V
   d_model: int  # D, HF hidden_size
   n_layers: int  # L
@@ -81,7 +81,7 @@ class ModelConfig:
   max_position_embeddings: int = 2048
   tie_embeddings: bool = False  # logits use the input embedding table
   qkv_bias: bool = False  # Qwen2: True
-  qk_norm: bool = False  # Qwen3: True (RMSNorm over each head's q and k, before RoPE)
+  qk_norm: bool = False  # Qwen3, Gemma 3: True (RMSNorm over each head's q and k, before RoPE)
   attention_out_bias: bool = False  # Llama `attention_bias` also biases o_proj
   mlp_bias: bool = False
   mlp_activation: str = "silu"  # "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU)

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 
 from scorejax import parallel
-from scorejax.models.config import ModelConfig, RopeScaling
+from scorejax.models.config import GEMMA, ModelConfig, RopeScaling
 from scorejax.models.lm import LM, Params
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
@@ -121,13 +121,14 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
   if family is None:
     raise ValueError(f"{where}: unsupported architecture {archs or hf.get('model_type')!r}; "
                      f"supported: {sorted(ARCHITECTURES)}")
-  if hf.get("use_sliding_window") and family not in ("gemma2", "gemma3"):
+  gemma = family in GEMMA
+  if hf.get("use_sliding_window") and not gemma:
     raise ValueError(f"{where}: use_sliding_window=true is not supported for {family}")
   act_key = "hidden_activation" if hf.get("hidden_activation") else "hidden_act"
   activation = _ACTIVATIONS.get(hf.get(act_key) or "silu")
-  if activation is None or (activation == "silu") == (family in ("gemma2", "gemma3")):
+  if activation != ("gelu_tanh" if gemma else "silu"):
     raise ValueError(f"{where}: {act_key}={hf.get(act_key)!r} is not supported for {family}; expected "
-                     f"{'gelu_pytorch_tanh' if family.startswith('gemma') else 'silu'}")
+                     f"{'gelu_pytorch_tanh' if gemma else 'silu'}")
   theta, scaling, local_theta = _rope_from_hf(hf, where)
   n_heads = int(hf["num_attention_heads"])
   dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
@@ -139,7 +140,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
       d_ff=int(hf["intermediate_size"]), rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       rope_theta=theta, rope_scaling=scaling,
       max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", family.startswith("gemma"))),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", gemma)),
       qkv_bias=family == "qwen2" or bool(hf.get("attention_bias", False)),
       attention_out_bias=family != "qwen2" and bool(hf.get("attention_bias", False)),
       qk_norm=family in ("qwen3", "gemma3"),
@@ -148,7 +149,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json", **overrides) 
       param_dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32",
       initializer_range=float(hf.get("initializer_range", 0.02)),
       bos_token_id=hf.get("bos_token_id"), eos_token_id=_ids(hf.get("eos_token_id")))
-  if family.startswith("gemma"):
+  if gemma:
     kwargs.update(_gemma_from_hf(hf, family, kwargs["n_layers"], where))
   kwargs.update(overrides)
   return ModelConfig(**kwargs)
@@ -159,7 +160,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
   classes)."""
   c = config
   rope = _rope_to_hf(c)
-  if c.family.startswith("gemma"):
+  if c.family in GEMMA:
     return _gemma_to_hf(c, rope)
   hf = {
       "architectures": [_ARCH_OF_FAMILY[c.family]], "model_type": c.family,

@@ -31,6 +31,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from scorejax import parallel
 from scorejax.models.config import LoraConfig, ModelConfig
 from scorejax.models.lm import LM, Params
 from scorejax.models.transformer import lora_a_init, lora_targets
@@ -97,8 +98,6 @@ def combine(frozen: Params, adapters: Params) -> Params:
 def with_adapters(lm: LM, params: Params, lora: LoraConfig, key: jax.Array, mesh=None, rules=None
                   ) -> tuple[LM, Params]:
   """(the LoRA model, base params + fresh adapters), the adapters created in their shardings on `mesh`."""
-  from scorejax import parallel
-
   lora_lm = LM.from_config(dataclasses.replace(lm.config, lora=lora))
   init = lambda k: init_adapters(lora_lm.config, params, k)
   if mesh is None:

@@ -168,9 +168,9 @@ class Linear(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((d_out,), config.jnp_param_dtype)) if bias else None
     self.dtype = config.jnp_dtype
     self.lora_scale = config.lora.scale if lora_targets(config, path) else None
-    self.lora_dropout = config.lora.dropout if config.lora is not None else 0.0
-    self.path_id = zlib.crc32(path.encode())  # its own dropout stream
     if self.lora_scale is not None:
+      self.lora_dropout = config.lora.dropout
+      self.path_id = zlib.crc32(path.encode())  # its own dropout stream
       r = config.lora.rank
       self.lora_a = nnx.Param(lora_a_init(rngs.params(), d_in, r, config.jnp_param_dtype))
       self.lora_b = nnx.Param(jnp.zeros((r, d_out), config.jnp_param_dtype))

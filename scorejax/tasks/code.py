@@ -93,7 +93,7 @@ def mbpp_problem(record: dict, where: str) -> tuple[int, CodeProblem]:
                       f"in {tests[0]!r:.80})")
   shown = "\n".join(tests)
   return task_id, CodeProblem(f"mbpp/{task_id}", f"{text} Your code should pass these tests:\n\n{shown}",
-                              setup, "\n".join(tests) + "\n", entry)
+                              setup, shown + "\n", entry)
 
 
 def _called_function(test: str) -> str | None:
