@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+
+from scorejax import files
 
 
 def _scalar(value) -> float | int | None:
@@ -24,15 +27,20 @@ class MetricWriter:
   """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard.
 
   Only process 0 writes. Steps are global across phases (`phase` names the
-  stage), so one file holds the whole run's curves.
+  stage), so one file holds the whole run's curves. In a remote workdir
+  (gs://), where a file cannot be appended to, records are written out at most
+  every `remote_flush_s` seconds, at every checkpoint (`flush`) and at `close`.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, remote_flush_s: float = 60.0):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._pending: list[str] = []
+    self._flush_every = remote_flush_s if files.is_remote(workdir) else 0.0
+    self._flushed_at = time.monotonic()
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
+      files.makedirs(workdir)
       if tensorboard:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -44,32 +52,40 @@ class MetricWriter:
       if scalar is not None and not (isinstance(scalar, float) and math.isnan(scalar)):
         record[key] = scalar
     if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+      self._pending.append(json.dumps(record) + "\n")
+      if time.monotonic() - self._flushed_at >= self._flush_every:
+        self.flush()
       if self._tb is not None:
         for key, value in record.items():
           if key not in ("step", "phase"):
             self._tb.add_scalar(f"{phase}/{key}", value, step)
     return record
 
+  def flush(self):
+    """Writes the records not yet in metrics.jsonl."""
+    if self._pending:
+      files.append_text(self.path, "".join(self._pending))
+      self._pending = []
+    self._flushed_at = time.monotonic()
+
   def close(self):
+    if self.enabled:
+      self.flush()
     if self._tb is not None:
       self._tb.close()
 
 
 def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
+  if not files.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 def read_json(path: str) -> dict:
   """A JSON file's object, or {} when the file does not exist yet."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(files.read_text(path))
 
 
 def truncate_after(path: str, phase: str, step: int) -> None:
@@ -77,18 +93,14 @@ def truncate_after(path: str, phase: str, step: int) -> None:
   records = read_jsonl(path)
   kept = [r for r in records if not (r.get("phase") == phase and r["step"] > step)]
   if len(kept) != len(records):
-    with open(path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
+    files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def write_json(path: str, obj: Any) -> None:
   """Writes atomically: a reader never sees half a file."""
   if jax.process_index() != 0:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  files.write_text(path, json.dumps(obj, indent=2))
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
@@ -143,7 +155,7 @@ def plot_curves(metrics_path: str, out_path: str, panels: Mapping[str, Sequence[
   if bars is not None:
     _bar_panel(axes[0][-1], *bars)
   fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
+  files.save_figure(fig, out_path, dpi=100)
   plt.close(fig)
 
 

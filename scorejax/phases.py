@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from scorejax import parallel
+from scorejax import files, parallel
 from scorejax.checkpoint import CheckpointConfig, Checkpointer, abstract_like
 from scorejax.metrics import MetricWriter, read_json, truncate_after, write_json
 from scorejax.models import lora
@@ -90,10 +90,10 @@ def config_differences(saved: Mapping, current: Mapping, neutral: Sequence[str] 
 
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict, neutral: Sequence[str] = ()) -> None:
   """Saves the config in a new workdir; in a used one, refuses a config that would change its results."""
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(json.dumps(config.to_dict()))  # tuples as the saved file has them: lists
-  if os.path.exists(path):
+  if files.exists(path):
     diffs = config_differences(read_json(path), current, neutral)
     if diffs:
       raise ConfigMismatch(
@@ -319,7 +319,8 @@ class PhaseRunner:
         # Step + 1 is never saved yet (a resume starts after the latest save), so forcing
         # the last step, or the step a SIGTERM arrived in, cannot collide with a save.
         stop, done = self.preempted, step + 1 == steps
-        ckpt.save(step + 1, state, dict(meta, finished=done), force=done or stop)
+        if ckpt.save(step + 1, state, dict(meta, finished=done), force=done or stop):
+          self.writer.flush()  # a resume starts after this step: its records must be written by then
         if stop:
           ckpt.wait_until_finished()
           raise Preempted(f"SIGTERM at {phase} step {step + 1}; rerun the same command to resume")

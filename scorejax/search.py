@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from scorejax import evaluation, parallel
+from scorejax import evaluation, files, parallel
 from scorejax.experiments.spc_data import StepItem
 from scorejax.rewards.answers import normalize_answer
 from scorejax.rewards.game import Verdict
@@ -161,7 +161,7 @@ def main(argv):
   from scorejax.train_step import OptimizerConfig
   workdir = FLAGS.workdir
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise app.UsageError(f"{path} does not exist: --workdir must be an SPC run's workdir")
   config = ml_collections.ConfigDict(read_json(path))
   if config.experiment != "spc":
@@ -180,7 +180,7 @@ def main(argv):
 
   def critic_of(k):  # a round whose critic had no records kept the one before
     for j in range(k, 0, -1):
-      if os.path.isdir(os.path.join(workdir, "checkpoints", f"round{j}", "critic")):
+      if files.isdir(os.path.join(workdir, "checkpoints", f"round{j}", "critic")):
         return runner.finished_params(f"round{j}/critic", structure, params)
     return runner.finished_params("round0/critic", structure, params)
 

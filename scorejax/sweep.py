@@ -12,7 +12,9 @@ a partly finished one and skips finished runs. Variants are the config's
 experiment ("score", "deepcritic", "spc", "critique_loop"), the default;
 `--variants=all` takes it and every variant. `--grid=KEY=V1,V2` (repeatable)
 crosses config overrides. `--emit` prints one `python -m scorejax.main`
-command per point (for a cluster or a set of TPU VMs) and runs nothing.
+command per point (for a cluster or a set of TPU VMs) and runs nothing;
+`--collect` then builds the table from the points' workdirs once they have
+finished (WORKDIR may be a gs:// path every machine writes to).
 
 The table's rows come from each run's eval.json through its experiment's
 `sweep_rows` (SCoRe: the final model, and its best-training-reward Stage II
@@ -33,13 +35,14 @@ import importlib.util
 import itertools
 import json
 import os
-import shutil
+import shlex
 import subprocess
 import sys
 
 import numpy as np
 from absl import app, flags
 
+from scorejax import files
 from scorejax.phases import flatten
 
 _CONFIG = flags.DEFINE_string("config", "configs/arith_score.py", "Config file of the main job.")
@@ -50,6 +53,8 @@ _EXTRA = flags.DEFINE_string("extra", "", "Variant parts added to every run, e.g
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE passed to every run.")
 _EMIT = flags.DEFINE_bool("emit", False, "Print one main-job command per point instead of running them.")
+_COLLECT = flags.DEFINE_bool("collect", False, "Run nothing: build the table from the points' finished workdirs "
+                             "(after running the emitted commands elsewhere, e.g. launch/tpu_sweep.sh).")
 
 
 # ----------------------------------------------------------------------------
@@ -80,8 +85,12 @@ def variants(config_path: str, asked: list[str], default: str | None = None) -> 
   default = default or default_variant(config_path)
   if not asked:
     return [default]
+  known = [default, *getattr(config_module(config_path), "VARIANTS", {})]
   if asked == ["all"]:
-    return [default, *getattr(config_module(config_path), "VARIANTS", {})]
+    return known
+  unknown = [v for v in asked if v not in known]
+  if unknown:
+    raise app.UsageError(f"{config_path}: no variant {', '.join(unknown)}; its variants: {', '.join(known)}")
   return asked
 
 
@@ -120,8 +129,8 @@ def share_phases(src_workdir: str, dst_workdir: str, phases) -> None:
     for name in (phase, f"{phase}_best"):
       src = os.path.join(src_workdir, "checkpoints", name)
       dst = os.path.join(dst_workdir, "checkpoints", name)
-      if os.path.isdir(src) and not os.path.exists(dst):
-        shutil.copytree(src, dst)
+      if files.isdir(src) and not files.exists(dst):
+        files.copytree(src, dst)
 
 
 # Keys that only Stage II and the final evaluations read: a variant differing from the first run in these
@@ -182,7 +191,7 @@ def plot(table: dict, metrics, path: str) -> None:
   ax.axhline(0, color="black", linewidth=0.5)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -203,7 +212,7 @@ def main(argv):
   if _EMIT.value:
     for seed, variant, point in itertools.product(_SEEDS.value, names, points):
       arg = config_arg(config, variant, _EXTRA.value, experiment_name)
-      print(" ".join(main_command(arg, point_workdir(root, variant, point, seed), seed, _OVERRIDES.value, point)))
+      print(shlex.join(main_command(arg, point_workdir(root, variant, point, seed), seed, _OVERRIDES.value, point)))
     return
   rows: dict[str, list[dict]] = {}
   for seed, point in itertools.product(_SEEDS.value, points):
@@ -211,24 +220,29 @@ def main(argv):
     for variant in names:
       workdir = point_workdir(root, variant, point, seed)
       arg = config_arg(config, variant, _EXTRA.value, experiment_name)
-      if first is not None and experiment_name == "score":
-        share_phases(first, workdir, shared_phases(first_arg, arg))
-      cmd = main_command(arg, workdir, seed, _OVERRIDES.value, point)
-      print("+", " ".join(cmd), flush=True)
-      subprocess.run(cmd, check=True)
-      first, first_arg = first or workdir, first_arg or arg
-      with open(os.path.join(workdir, "eval.json")) as f:
-        results = json.load(f)
+      if _COLLECT.value:
+        if not files.exists(os.path.join(workdir, "eval.json")):
+          raise app.UsageError(f"--collect: {workdir}/eval.json does not exist (that point has not run yet)")
+      else:
+        if first is not None and experiment_name == "score":
+          share_phases(first, workdir, shared_phases(first_arg, arg))
+        cmd = main_command(arg, workdir, seed, _OVERRIDES.value, point)
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        first, first_arg = first or workdir, first_arg or arg
+      results = json.loads(files.read_text(os.path.join(workdir, "eval.json")))
       label = " ".join(p for p in (variant, point_name(point)) if p)
-      for suffix, row in experiment.sweep_rows(results).items():
+      try:
+        point_rows = experiment.sweep_rows(results)
+      except (KeyError, ValueError) as e:  # a run still going has only its first evaluations
+        raise app.UsageError(f"{workdir}/eval.json lacks the finished run's results ({e}): has it ended?") from e
+      for suffix, row in point_rows.items():
         rows.setdefault(label + suffix, []).append(row)
   table = summarize(rows, experiment.SWEEP_METRICS)
-  os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, "table.json"), "w") as f:
-    json.dump(table, f, indent=2)
+  files.makedirs(root)
+  files.write_text(os.path.join(root, "table.json"), json.dumps(table, indent=2))
   text = markdown(table, _SEEDS.value, experiment.SWEEP_METRICS)
-  with open(os.path.join(root, "table.md"), "w") as f:
-    f.write(text)
+  files.write_text(os.path.join(root, "table.md"), text)
   plot(table, experiment.SWEEP_METRICS, os.path.join(root, "table.png"))
   print(text)
 

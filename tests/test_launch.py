@@ -3,6 +3,7 @@
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +62,33 @@ def test_an_unknown_argument_or_a_missing_one_is_refused():
   assert rc == 2 and "unknown argument '--bogus' (overrides go after --)" in err
   rc, _, err = dry_run("t", "z")
   assert rc == 2 and "launch/tpu_vm.sh [--dry-run] TPU_NAME ZONE CONFIG WORKDIR" in err
+
+
+def test_sweep_dry_run_launches_one_vm_per_point_then_collects():
+  env = dict(os.environ, PYTHON=sys.executable, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([os.path.join(ROOT, "launch", "tpu_sweep.sh"), "--dry-run", "sweep-v4", "us-central2-b",
+                         "configs/arith_spc.py", "gs://bucket/spc sweep", "--accelerator=v4-8", "--",
+                         "--seeds=0,1", "--grid=game.rounds=1,2"],
+                        capture_output=True, text=True, timeout=120, env=env, cwd="/")
+  assert proc.returncode == 0, proc.stderr
+  commands = [shlex.split(line) for line in proc.stdout.splitlines()]
+  assert commands[0][1:4] == ["-m", "scorejax.sweep", "--config=configs/arith_spc.py"] and commands[0][-1] == "--emit"
+  assert commands[-1][1:3] == ["-m", "scorejax.sweep"] and commands[-1][-1] == "--collect"
+  launches = [c for c in commands if c[4:5] == ["ssh"] and "scorejax.main" in c[-1]]
+  creates = [c for c in commands if c[4:5] == ["create"]]
+  assert [c[5] for c in creates] == [f"sweep-v4-{i}" for i in range(4)]  # seeds x grid points, a VM each
+  remotes = [shlex.split(c[-1].removeprefix("--command=")) for c in launches]
+  assert [c[5] for c in launches] == [f"sweep-v4-{i}" for i in range(4)]
+  assert remotes[0][3:] == [".venv/bin/python", "-m", "scorejax.main", "--config=configs/arith_spc.py",
+                            "--workdir=gs://bucket/spc sweep/spc/game.rounds=1/seed0", "--config.seed=0",
+                            "--config.game.rounds=1"]
+  assert remotes[3][7:9] == ["--workdir=gs://bucket/spc sweep/spc/game.rounds=2/seed1", "--config.seed=1"]
+
+
+def test_sweep_launch_refuses_a_bad_sweep_flag():
+  env = dict(os.environ, PYTHON=sys.executable, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([os.path.join(ROOT, "launch", "tpu_sweep.sh"), "--dry-run", "v", "z", "configs/arith_spc.py",
+                         "gs://b/s", "--", "--variants=nonexistent"], capture_output=True, text=True, timeout=120,
+                        env=env)
+  assert proc.returncode != 0 and "nonexistent" in proc.stderr
+  assert "gcloud" not in proc.stdout

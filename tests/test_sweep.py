@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from scorejax import sweep
 from scorejax.experiments import critique_loop, deepcritic, score, spc
 
@@ -85,3 +87,27 @@ def test_a_variant_that_changes_only_stage2_shares_stage1():
   assert sweep.shared_phases(f"{config}:smoke", f"{config}:credit_return,smoke") == ("base", "stage1")
   for variant in ("star", "no_stage1", "self_refine"):  # their Stage I slot trains something else
     assert sweep.shared_phases(config, f"{config}:{variant}") == ("base",), variant
+
+
+def test_collect_builds_the_table_from_finished_points_only(tmp_path):
+  """--collect runs nothing: it reads each point's eval.json (written here by hand) and names a missing one."""
+  def finished(seed, f1):
+    workdir = tmp_path / "deepcritic" / f"seed{seed}"
+    workdir.mkdir(parents=True)
+    (workdir / "eval.json").write_text(json.dumps({"sft": {"mean_f1": 0.1}, "rl": {"mean_f1": f1, "invalid": 0.0}}))
+
+  cmd = [sys.executable, "-m", "scorejax.sweep", "--config=configs/arith_deepcritic.py", f"--workdir={tmp_path}",
+         "--seeds=0,1", "--collect"]
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  finished(0, 0.4)
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode != 0 and "seed1/eval.json does not exist" in proc.stderr
+  finished(1, 0.6)
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  table = json.loads((tmp_path / "table.json").read_text())
+  assert table["deepcritic"]["mean_f1"]["mean"] == pytest.approx(0.5)
+  assert set(os.listdir(tmp_path)) == {"deepcritic", "table.json", "table.md", "table.png"}  # nothing ran
+  (tmp_path / "deepcritic" / "seed1" / "eval.json").write_text(json.dumps({"sft": {}}))  # a run still going
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode != 0 and "has it ended?" in proc.stderr

@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
+from scorejax import files
 from scorejax.experiments.critic_data import (
   Solution,
   answer_sampler,
@@ -93,9 +93,7 @@ def write_records(path: str, records: Sequence[CritiqueRecord]) -> None:
   """Atomically (a resumed run never reads half a file), from process 0."""
   if jax.process_index() != 0:
     return
-  with open(path + ".tmp", "w") as f:
-    f.writelines(json.dumps(r.to_json()) + "\n" for r in records)
-  os.replace(path + ".tmp", path)
+  files.write_text(path, "".join(json.dumps(r.to_json()) + "\n" for r in records))
 
 
 def read_records(path: str) -> list[CritiqueRecord]:
@@ -273,7 +271,7 @@ def critique_rows(task, records: Sequence[CritiqueRecord]) -> list[tuple[list[in
 
 def load_or_build(path: str, build) -> tuple[list[CritiqueRecord], dict]:
   """The records at `path` when a finished build wrote them there, else `build()`'s, written to `path`."""
-  if os.path.isfile(path):
+  if files.isfile(path):
     records = read_records(path)
     return records, source_counts(records)
   records, stats = build()

@@ -44,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from scorejax import evaluation, parallel
+from scorejax import evaluation, files, parallel
 from scorejax.experiments import critique_data as cd
 from scorejax.experiments.critic_data import BuiltinCriticData, Solution, answer_sampler
 from scorejax.experiments.deepcritic import check_context, critique, evaluate_critic
@@ -427,5 +427,5 @@ def plot_levels(iterations: dict, out_path: str) -> None:
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
+  files.save_figure(fig, out_path, dpi=100)
   plt.close(fig)

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+from scorejax import files
 from scorejax.tasks.records import RecordError, field, iter_records, string_list
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -85,12 +86,9 @@ def read_processbench(
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
   """Write records as JSON Lines; returns how many were written."""
-  count = 0
-  with open(path, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
-      count += 1
-  return count
+  lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]
+  files.write_text(os.fspath(path), "".join(lines))
+  return len(lines)
 
 
 @dataclasses.dataclass(frozen=True)
