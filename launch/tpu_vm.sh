@@ -16,9 +16,10 @@
 # 3. Starts the same command on all workers at once and streams their output here; on a multi-host
 #    slice (v4-32: 4 workers) jax.distributed joins them (scorejax.parallel.initialize_distributed
 #    reads TPU_WORKER_HOSTNAMES).
-# The model directory and data paths named by the config must exist on every worker. WORKDIR is local
-# to each worker (process 0 writes the results); rerunning the same line resumes from its checkpoints,
-# after a preemption too. --dry-run prints every gcloud command instead of running it.
+# The model directory and data paths named by the config must exist on every worker. WORKDIR is a
+# path on each worker (process 0 writes the results there) or a gs:// bucket path, which outlives the
+# VM; rerunning the same line resumes from its checkpoints, after a preemption too. --dry-run prints
+# every gcloud command instead of running it. launch/tpu_sweep.sh runs a sweep's points, a VM each.
 set -euo pipefail
 dry_run=0
 if [[ "${1:-}" == "--dry-run" ]]; then
@@ -26,7 +27,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
   shift
 fi
 if [[ $# -lt 4 ]]; then
-  sed -n '2,22p' "$0" >&2
+  sed -n '2,23p' "$0" >&2
   exit 2
 fi
 tpu="$1" zone="$2" config="$3" workdir="$4"
