@@ -10,7 +10,7 @@ def test_tiny_run_writes_consistent_figures(tmp_path, capsys):
   out = tmp_path / "sampler.json"
   argv = ["--vocab_size=256", "--d_model=32", "--n_layers=2", "--n_heads=4", "--n_kv_heads=2",
           "--head_dim=8", "--d_ff=64", "--batch=2", "--prompt_len=8", "--new_tokens=8", "--turn_len=4",
-          f"--out={out}"]
+          "--shapes=default", f"--out={out}"]
   assert bench.main(argv) == 0
   r = json.loads(out.read_text())
   for key in ("scorejax_tokens_per_s", "hf_tokens_per_s", "ratio_vs_hf", "turn2_reuse_s",
@@ -28,5 +28,17 @@ def test_tiny_run_writes_consistent_figures(tmp_path, capsys):
   # Weights (fp32) plus a 2 x 2 layers x 2 rows x 32 slots x 2 heads x 8 K/V cache per step.
   params = r["model"]["params"]
   assert r["decode_bytes_per_step"] == 4 * params + 4 * 2 * 2 * 2 * 32 * 2 * 8
+  # The prefill is timed on its own (a one-token generation); the decode step is the rest per step.
+  assert math.isclose(r["scorejax_decode_step_s"], (r["scorejax_s"] - r["scorejax_prefill_s"]) / 7)
+  assert r["hf_prefill_s"] > 0 and r["group8_prefill_ratio"] > 0
+  assert set(r["shapes"]) == {"default"} and r["min_ratio_vs_hf"] == r["ratio_vs_hf"]
   table = capsys.readouterr().out
   assert "ratio vs transformers" in table and "reuse / re-prefill" in table
+
+
+def test_named_shapes_set_the_model_and_unknown_ones_are_refused(capsys):
+  import pytest
+  assert bench.SHAPES["qwen2.5_0.5b"]["d_model"] == 896 and bench.SHAPES["qwen2_100m_v32k"]["vocab_size"] == 32_000
+  with pytest.raises(SystemExit):
+    bench.main(["--shapes=default,nonexistent"])
+  assert "nonexistent" in capsys.readouterr().err

@@ -42,7 +42,12 @@ from scorejax.objectives.logprobs import sequence_logprobs
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.rollouts import Segment, first_turn, next_turn, padded_width, to_batch
 from scorejax.sampling import Sample, SamplerConfig
-from scorejax.train_step import OptimizerConfig, init_train_state, make_optimizer, make_train_step
+from scorejax.train_step import (
+  OptimizerConfig,
+  init_train_state,
+  make_optimizer,
+  make_train_step,
+)
 
 TARGET_RATIO = 2.0  # scorejax_episodes_per_s / torch_episodes_per_s must reach this
 PARTS = ("sampling_s", "reference_s", "update_s")
