@@ -1,5 +1,8 @@
 """The Colab notebooks: each runs end to end (shrunk by its parameter cell), outputs are stripped, links agree.
 
+The runs are marked `notebooks`: the default `pytest` leaves them out (they
+take minutes); `pytest -m notebooks` runs them, as .ci/run does after the suite.
+
 Every notebook is executed with a cell injected after its `parameters` cell
 (as papermill does): the method notebooks with `SMOKE = True` and a temporary
 workdir, the tour with a tiny random checkpoint instead of the hub model. A
@@ -50,6 +53,7 @@ def test_one_notebook_per_method_and_a_tour():
   assert {p.stem for p in NOTEBOOKS} == {*METHODS, "tour"}
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("method", METHODS)
 def test_method_notebook_runs(method, tmp_path):
   workdir = tmp_path / "run"
@@ -61,6 +65,7 @@ def test_method_notebook_runs(method, tmp_path):
   assert "Skipped: " in text and "needs a GPU or TPU runtime" in text  # the real-checkpoint section, on this CPU
 
 
+@pytest.mark.notebooks
 def test_tour_runs_on_a_local_checkpoint(tmp_path):
   checkpoint = tmp_path / "tiny_qwen2"
   build_hf_model("qwen2", initializer_range=0.3, vocab_size=VOCAB, eos_token_id=2).save_pretrained(checkpoint)

@@ -194,8 +194,9 @@ def best_of(step, repeats: int, arg_of) -> dict:
 
 
 def measure(args) -> dict:
-  if args.episodes % args.group:
-    raise ValueError(f"--episodes={args.episodes} must be a multiple of --group={args.group}")
+  if args.episodes % args.group or args.episodes % jax.device_count():
+    raise ValueError(f"--episodes={args.episodes} must be a multiple of --group={args.group} and of the "
+                     f"{jax.device_count()} devices the batch is split over")
   config = model_config(args)
   rng = np.random.default_rng(args.seed)
   distinct = rng.integers(1, config.vocab_size, (args.episodes // args.group, args.prompt_len)).tolist()
