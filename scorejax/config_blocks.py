@@ -1,4 +1,5 @@
-"""Blocks that configs share: the tiny built-in model, checkpointing, HF-model meshes, `name:arg` variants.
+"""Blocks that configs share: the tiny built-in model, checkpointing, HF-model meshes, `name:arg` variants;
+and reading a config file with overrides, as the main job does (for the sweep, the notebooks, the tests).
 
 A config file stays a schema read at a glance: it builds its own blocks with
 one line of reason per knob and takes the common ones from here.
@@ -6,6 +7,8 @@ one line of reason per knob and takes the common ones from here.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Mapping
 
 import ml_collections
@@ -153,3 +156,36 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str, shrink: Callable, var
       raise ValueError(f"{config_file}: unknown variant {part!r}; expected 'smoke' or one of "
                        f"{sorted(variants)} (comma-separated)")
   return c
+
+
+# ----------------------------------------------------------------------------
+# Reading a config file, as the main job does
+# ----------------------------------------------------------------------------
+
+
+def config_module(path: str):
+  """The module of a config file (its get_config, its VARIANTS)."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(config_arg: str) -> ml_collections.ConfigDict:
+  """The ConfigDict `python -m scorejax.main --config=config_arg` starts from (before any override)."""
+  path, _, arg = config_arg.partition(":")
+  return config_module(path).get_config(arg)
+
+
+def set_keys(config: ml_collections.ConfigDict, changes: Mapping[str, object],
+             where: str = "config") -> ml_collections.ConfigDict:
+  """config with each dotted key ("stage1.learning_rate") set to its value; a key it lacks is a KeyError."""
+  for key, value in changes.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise KeyError(f"{where}: no key {key!r}")
+    node[leaf] = value
+  return config

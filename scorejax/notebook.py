@@ -9,7 +9,6 @@ decoded examples side by side.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import os
@@ -18,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from scorejax import metrics
+from scorejax import config_blocks, metrics
 
 
 def repo_root() -> pathlib.Path:
@@ -94,20 +93,8 @@ def side_by_side(examples: Sequence[Mapping[str, object]], columns: Sequence[str
 
 def check_config(config: str, overrides: Mapping[str, object]) -> None:
   """Loads configs/<config> with `overrides` set, as the main job would, so a wrong key fails here and now."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  path, _, arg = config.partition(":")
-  spec = importlib.util.spec_from_file_location("notebook_config", repo_root() / "configs" / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg) if arg else module.get_config()
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = c
-    for parent in parents:
-      node = node[parent]
-    if leaf not in node:
-      raise KeyError(f"configs/{path}: no key {key!r}")
-    node[leaf] = value
+  config_blocks.set_keys(config_blocks.load_config(str(repo_root() / "configs" / config)), overrides,
+                         where=f"configs/{config.partition(':')[0]}")
 
 
 def skip_without_accelerator(what: str) -> bool:
@@ -139,5 +126,5 @@ def processbench_file(subset: str, out_path: str, limit: int, root: str = "/cont
   if not found:
     raise FileNotFoundError(f"no {subset} file under {local}: {sorted(p.name for p in local.rglob('*'))}")
   solutions = list(processbench.read_processbench(str(found[0])))[:limit]
-  processbench.write_jsonl(out_path, (dataclasses.asdict(s) for s in solutions))
+  processbench.write_jsonl(out_path, (s.to_record() for s in solutions))
   return out_path

@@ -31,7 +31,6 @@ Writes WORKDIR/table.json, table.md and table.png and prints the table.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import itertools
 import json
 import os
@@ -43,6 +42,7 @@ import numpy as np
 from absl import app, flags
 
 from scorejax import files
+from scorejax.config_blocks import config_module, load_config
 from scorejax.phases import flatten
 
 _CONFIG = flags.DEFINE_string("config", "configs/arith_score.py", "Config file of the main job.")
@@ -60,19 +60,6 @@ _COLLECT = flags.DEFINE_bool("collect", False, "Run nothing: build the table fro
 # ----------------------------------------------------------------------------
 # Points
 # ----------------------------------------------------------------------------
-
-
-def config_module(path: str):
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def load_config(config_arg: str):
-  """The ConfigDict `python -m scorejax.main --config=config_arg` starts from (before any override)."""
-  path, _, arg = config_arg.partition(":")
-  return config_module(path).get_config(arg)
 
 
 def default_variant(config_path: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -10,6 +9,9 @@ import sys
 import time
 
 import numpy as np
+
+from scorejax import config_blocks
+from scorejax.config_blocks import set_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,26 +142,12 @@ def hf_logits(model, tokens, positions, mask) -> np.ndarray:
 
 def config_module(config_file: str):
   """The module of configs/<config_file> (its get_config, its VARIANTS)."""
-  spec = importlib.util.spec_from_file_location(config_file, os.path.join(ROOT, "configs", config_file))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_blocks.config_module(os.path.join(ROOT, "configs", config_file))
 
 
 def config_with(config_file: str, arg: str, overrides: dict):
   """configs/<config_file>'s get_config(arg) with dotted-key overrides, as the command line would set them."""
   return set_keys(config_module(config_file).get_config(arg), overrides)
-
-
-def set_keys(config, changes: dict):
-  """config with each dotted key ("stage1.learning_rate") set to its value; returns it."""
-  for key, value in changes.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
 
 
 def main_env() -> dict:

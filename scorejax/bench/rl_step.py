@@ -25,7 +25,6 @@ reference log-probs and the update. Target: ratio >= 2.0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -33,8 +32,8 @@ import time
 import jax
 import numpy as np
 
-from scorejax import parallel
-from scorejax.bench.sampler import model_config
+from scorejax import bench, parallel
+from scorejax.bench.sampler import SHAPES, add_model_flags, model_config
 from scorejax.models import hf
 from scorejax.models.lm import LM
 from scorejax.objectives import score as score_obj
@@ -245,22 +244,12 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--prompt_len", type=int, default=64)
   parser.add_argument("--new_tokens", type=int, default=64, help="tokens per attempt")
   parser.add_argument("--turn_len", type=int, default=16, help="instruction tokens between the attempts")
-  parser.add_argument("--vocab_size", type=int, default=32_000)
-  parser.add_argument("--d_model", type=int, default=768)
-  parser.add_argument("--n_layers", type=int, default=12)
-  parser.add_argument("--n_heads", type=int, default=12)
-  parser.add_argument("--n_kv_heads", type=int, default=4)
-  parser.add_argument("--head_dim", type=int, default=64)
-  parser.add_argument("--d_ff", type=int, default=2048)
+  add_model_flags(parser, SHAPES["qwen2_100m_v32k"])
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--repeats", type=int, default=2, help="timed steps per side; the fastest is reported")
   parser.add_argument("--out", default=None, help="write the figures as JSON here")
   args = parser.parse_args(argv)
   args.dtype = "float32"
   result = measure(args)
-  print(table(result))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+  bench.emit(result, table(result), args.out)
   return 0

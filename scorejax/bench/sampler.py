@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 
@@ -54,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scorejax import bench
 from scorejax.models import hf
 from scorejax.models.config import ModelConfig
 from scorejax.models.lm import LM
@@ -70,6 +70,9 @@ TARGET_REUSE_FRACTION = 0.6  # turn2_reuse_s / turn2_reprefill_s must stay below
 TARGET_GROUP_PREFILL = 1.25  # group8_prefill_ratio must stay below this
 GROUP = 8  # rows per prompt of the grouped prefill
 
+# The model flags (a Qwen2-architecture model, read by `model_config`) and their defaults.
+MODEL_FLAGS = dict(vocab_size=151_936, d_model=512, n_layers=8, n_heads=8, n_kv_heads=2, head_dim=64, d_ff=2048)
+
 # Named model shapes: the model flags they set (`default` sets none: the flags as given).
 SHAPES = {
     "default": {},
@@ -78,6 +81,12 @@ SHAPES = {
     "qwen2.5_0.5b": dict(vocab_size=151_936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2, head_dim=64,
                          d_ff=4864),
 }
+
+
+def add_model_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
+  """--vocab_size, --d_model, ...: the shape of the random model, `defaults` for each of MODEL_FLAGS."""
+  for name in MODEL_FLAGS:
+    parser.add_argument(f"--{name}", type=int, default=defaults[name])
 
 
 def model_config(args) -> ModelConfig:
@@ -327,13 +336,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--prompt_len", type=int, default=128)
   parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--turn_len", type=int, default=64, help="turn-2 instruction tokens")
-  parser.add_argument("--vocab_size", type=int, default=151_936)
-  parser.add_argument("--d_model", type=int, default=512)
-  parser.add_argument("--n_layers", type=int, default=8)
-  parser.add_argument("--n_heads", type=int, default=8)
-  parser.add_argument("--n_kv_heads", type=int, default=2)
-  parser.add_argument("--head_dim", type=int, default=64)
-  parser.add_argument("--d_ff", type=int, default=2048)
+  add_model_flags(parser, MODEL_FLAGS)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="parameters and compute, for both scorejax and transformers")
   parser.add_argument("--seed", type=int, default=0)
@@ -351,10 +354,6 @@ def main(argv: list[str]) -> int:
     print(f"[{name}]\n{table(shapes[name])}\n", flush=True)
   result = dict(shapes[names[0]], shapes=shapes,
                 min_ratio_vs_hf=min(r["ratio_vs_hf"] for r in shapes.values()))
-  print(f"min ratio vs transformers over {len(shapes)} shape(s): {result['min_ratio_vs_hf']:.2f} "
-        f"(target >= {TARGET_RATIO_VS_HF})")
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+  bench.emit(result, f"min ratio vs transformers over {len(shapes)} shape(s): {result['min_ratio_vs_hf']:.2f} "
+             f"(target >= {TARGET_RATIO_VS_HF})", args.out)
   return 0
