@@ -60,6 +60,7 @@ def get_config(arg: str = ""):
   c.critic.batch_size = 32
   c.critic.learning_rate = 1e-3
   c.critic.warmup_steps = 30
+  c.critic.grad_accum_steps = 1  # micro-batches per step
 
   c.difficulty = ml_collections.ConfigDict()  # the base actor's pass rate per question, in 5 levels
   c.difficulty.samples = 16
@@ -86,6 +87,7 @@ def get_config(arg: str = ""):
   c.self_improve.replay_share = 0.25  # of its steps: the base SFT's refine rows, so the actor keeps that skill
   c.self_improve.learning_rate = 1e-3
   c.self_improve.warmup_steps = 10
+  c.self_improve.grad_accum_steps = 1  # micro-batches per step
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 400  # rows decoded together
@@ -115,15 +117,4 @@ def _shrink(c):
   c.checkpoint.every = 10
 
 
-def _vanilla_si(c):
-  c.self_improve.mode = "vanilla"
-
-
-def _no_filter(c):
-  c.critique_data.filter_by_refinement = False
-
-
-VARIANTS = {
-    "vanilla_si": _vanilla_si,  # self-improvement without the critic, at the same actor-sample budget
-    "no_filter": _no_filter,  # the critic trains on every critique, refined right or not
-}
+VARIANTS = config_blocks.critique_loop_variants()

@@ -88,6 +88,7 @@ def arith_generator() -> ml_collections.ConfigDict:
   g.batch_size = 32
   g.learning_rate = 3e-3
   g.warmup_steps = 50
+  g.grad_accum_steps = 1  # micro-batches per step
   g.clean_steps = 150  # first steps: right solutions (the model learns the task before its habit)
   g.clean_error_rate = 0.3  # during clean_steps: random errors only, so there is something to refine
   g.error_rate = 0.2  # share of solutions with a random error (after clean_steps)
@@ -95,6 +96,16 @@ def arith_generator() -> ml_collections.ConfigDict:
   g.max_new_tokens = 48  # per answer (a 3-step solution is at most ~36 characters)
   g.refine_share = 0.5  # share of steps that refine a solution given its critique (the rest: two attempts)
   return g
+
+
+def critique_loop_variants() -> dict[str, Callable]:
+  """Critique-in-the-loop's variants, the same on the built-in task and on real data."""
+  def vanilla_si(c):  # self-improvement without the critic, at the same actor-sample budget
+    c.self_improve.mode = "vanilla"
+
+  def no_filter(c):  # the critic trains on every parseable critique, refined right or not
+    c.critique_data.filter_by_refinement = False
+  return {"vanilla_si": vanilla_si, "no_filter": no_filter}
 
 
 def score_selection() -> ml_collections.ConfigDict:

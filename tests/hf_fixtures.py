@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -181,3 +182,44 @@ def finished_main(args, workdir):
   proc = run_main(args, workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
+
+
+# ----------------------------------------------------------------------------
+# Tiny real-data files: MATH-format problems, ProcessBench subsets
+# ----------------------------------------------------------------------------
+
+PROBLEMS = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"), ("What is 9 - 7?", "2"), ("What is 3 * 3?", "9")]
+
+
+def solution_steps(q, a, wrong=False) -> list[str]:
+  """Steps of a solution to one of PROBLEMS; with `wrong`, the second step is off."""
+  x = q.removeprefix("What is ").removesuffix("?")
+  value = str(int(a) + 1) if wrong else a
+  return [f"We compute {x}.", f"So {x} = {value}.", f"The final answer is \\boxed{{{value}}}."]
+
+
+def write_jsonl(path, rows):
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  return str(path)
+
+
+def processbench_files(root) -> list[str]:
+  paths = []
+  for subset, problems in (("gsm8k", PROBLEMS[:2]), ("math", PROBLEMS[2:])):
+    rows = []
+    for i, (q, a) in enumerate(problems):
+      rows.append({"id": f"{subset}-{i}", "generator": "tiny", "problem": q, "steps": solution_steps(q, a),
+                   "final_answer_correct": True, "label": -1})
+      rows.append({"id": f"{subset}-{i}w", "generator": "tiny", "problem": q, "steps": solution_steps(q, a, True),
+                   "final_answer_correct": False, "label": 1})
+    paths.append(write_jsonl(root / f"{subset}.jsonl", rows))
+  return paths
+
+
+def math_file(root, name) -> str:
+  """PROBLEMS as a MATH-format JSONL (problem, solution with a boxed answer, level, type, unique_id)."""
+  return write_jsonl(root / name, [{"problem": q, "solution": f"So it is \\boxed{{{a}}}.", "level": "Level 1",
+                                     "type": "Algebra", "unique_id": f"{name}/{i}"}
+                                    for i, (q, a) in enumerate(PROBLEMS)])

@@ -12,7 +12,17 @@ import subprocess
 import sys
 
 import pytest
-from hf_fixtures import ROOT, config_with, save_bpe_tokenizer, save_hf_model
+from hf_fixtures import (
+  PROBLEMS,
+  ROOT,
+  config_with,
+  math_file,
+  processbench_files,
+  save_bpe_tokenizer,
+  save_hf_model,
+  solution_steps,
+  write_jsonl,
+)
 
 from scorejax import parallel
 from scorejax.experiments import critic_data, deepcritic
@@ -22,53 +32,24 @@ from scorejax.tasks.base import make_task
 from scorejax.tasks.math_task import MissingData
 from scorejax.tasks.records import RecordError
 
-PROBLEMS = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"), ("What is 9 - 7?", "2"), ("What is 3 * 3?", "9")]
-
-
-def _solution(q, a, wrong=False):
-  """Steps of a solution to `q`; with `wrong`, the second step is off."""
-  x = q.removeprefix("What is ").removesuffix("?")
-  value = str(int(a) + 1) if wrong else a
-  return [f"We compute {x}.", f"So {x} = {value}.", f"The final answer is \\boxed{{{value}}}."]
-
-
-def _write_jsonl(path, rows):
-  with open(path, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-  return str(path)
-
-
-def _processbench(root):
-  paths = []
-  for subset, problems in (("gsm8k", PROBLEMS[:2]), ("math", PROBLEMS[2:])):
-    rows = []
-    for i, (q, a) in enumerate(problems):
-      rows.append({"id": f"{subset}-{i}", "generator": "tiny", "problem": q, "steps": _solution(q, a),
-                   "final_answer_correct": True, "label": -1})
-      rows.append({"id": f"{subset}-{i}w", "generator": "tiny", "problem": q, "steps": _solution(q, a, True),
-                   "final_answer_correct": False, "label": 1})
-    paths.append(_write_jsonl(root / f"{subset}.jsonl", rows))
-  return paths
-
 
 def _seed_critiques(root):
   rows = []
   for q, a in PROBLEMS:
-    rows.append({"problem": q, "steps": _solution(q, a), "label": -1,
+    rows.append({"problem": q, "steps": solution_steps(q, a), "label": -1,
                  "critique": "Step 1: right.\nStep 2: right.\nStep 3: right.\n\\boxed{-1}"})
-    rows.append({"problem": q, "steps": _solution(q, a, True), "label": 1,
+    rows.append({"problem": q, "steps": solution_steps(q, a, True), "label": 1,
                  "critique": "Step 1: right.\nStep 2: the sum is off, wrong.\n\\boxed{2}"})
   rows.append({"problem": "What is 1 + 1?", "steps": ["1 + 1 = 3.", "# Answer\n\n3"], "label": 0,
                "critique": "Step 1: right.\n\\boxed{-1}"})  # disagrees with its label: filtered out
-  return _write_jsonl(root / "seed.jsonl", rows)
+  return write_jsonl(root / "seed.jsonl", rows)
 
 
 def _prm800k(root):
   rows = []
   for q, a in PROBLEMS * 2:
     for wrong in (False, True):
-      steps = _solution(q, a, wrong)[:2] + [f"# Answer\n\n{int(a) + wrong}"]
+      steps = solution_steps(q, a, wrong)[:2] + [f"# Answer\n\n{int(a) + wrong}"]
       ratings = [1, -1 if wrong else 1, 1]
       rated = [{"completions": [{"text": t, "rating": r, "flagged": None}], "human_completion": None,
                 "chosen_completion": 0} for t, r in zip(steps, ratings)]
@@ -78,26 +59,21 @@ def _prm800k(root):
                    "is_quality_control_question": False, "is_initial_screening_question": False,
                    "question": {"problem": q, "ground_truth_answer": a},
                    "label": {"steps": rated, "total_time": 1, "finish_reason": "found_error" if wrong else "solution"}})
-  return _write_jsonl(root / "prm800k.jsonl", rows)
-
-
-def _math(root, name):
-  return _write_jsonl(root / name, [{"problem": q, "solution": f"So it is \\boxed{{{a}}}.", "level": "Level 1",
-                                     "type": "Algebra", "unique_id": f"{name}/{i}"} for i, (q, a) in enumerate(PROBLEMS)])
+  return write_jsonl(root / "prm800k.jsonl", rows)
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
   root = tmp_path_factory.mktemp("dc_hf")
   ts = templates.get_templates("deepcritic")
-  corpus = [ts.solve, ts.critique, ts.refine, ts.self_correct, " ".join(" ".join(_solution(q, a)) for q, a in PROBLEMS),
+  corpus = [ts.solve, ts.critique, ts.refine, ts.self_correct, " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS),
             "Step 1: right. wrong. \\boxed{-1} \\boxed{2} # Answer", "system user assistant You are a helpful assistant."]
   hf_dir = root / "qwen"
   vocab = save_bpe_tokenizer(hf_dir, corpus)
   save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
-  return {"model.hf_dir": str(hf_dir), "data.processbench": tuple(_processbench(root)),
+  return {"model.hf_dir": str(hf_dir), "data.processbench": tuple(processbench_files(root)),
           "data.seed_critiques": _seed_critiques(root), "data.prm800k": _prm800k(root),
-          "task.eval_path": _math(root, "math500.jsonl"), "train": _math(root, "train.jsonl")}
+          "task.eval_path": math_file(root, "math500.jsonl"), "train": math_file(root, "train.jsonl")}
 
 
 def tiny_overrides(assets) -> dict:
@@ -195,7 +171,7 @@ def test_missing_files_fail_before_the_model_loads(assets, tmp_path, monkeypatch
 
 
 def test_a_seed_critique_longer_than_the_context_names_its_line(assets, tmp_path):
-  path = _write_jsonl(tmp_path / "long.jsonl", [
+  path = write_jsonl(tmp_path / "long.jsonl", [
       {"problem": "What is 2 + 3?", "steps": ["5"], "label": -1, "critique": "ok\n\\boxed{-1}"},
       {"problem": "What is 2 + 3?", "steps": ["5"], "label": -1, "critique": " ".join(str(i) for i in range(800)) + "\\boxed{-1}"}])
   config = qwen_config(assets, **{"data.seed_critiques": path})
@@ -206,7 +182,7 @@ def test_a_seed_critique_longer_than_the_context_names_its_line(assets, tmp_path
 
 
 def test_a_seed_critique_row_without_a_field_names_file_line_and_field(assets, tmp_path):
-  path = _write_jsonl(tmp_path / "bad.jsonl", [{"problem": "p", "steps": ["a"], "label": -1}])
+  path = write_jsonl(tmp_path / "bad.jsonl", [{"problem": "p", "steps": ["a"], "label": -1}])
   config = qwen_config(assets, **{"data.seed_critiques": path})
   with pytest.raises(RecordError, match=r"bad.jsonl:1.*critique"):
     critic_data.FileCriticData(make_task(config.task, needs_train=False), config)

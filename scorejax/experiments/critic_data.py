@@ -294,10 +294,22 @@ def _as_solution(s: processbench.LabelledSolution, answer: str = "") -> Solution
   return Solution(MathProblem(s.problem, answer, s.id), s.steps, s.label, s.subset)
 
 
-def _need(path: str, key: str) -> str:
+def _need(path: str, key: str, how_to_get: str = DATA_HOW_TO_GET) -> str:
   if not path or not os.path.isfile(path):
-    raise MissingData(f"config.data.{key}={path!r} is not a file. {DATA_HOW_TO_GET}")
+    raise MissingData(f"config.data.{key}={path!r} is not a file. {how_to_get}")
   return path
+
+
+def processbench_records(paths: Sequence[str], how_to_get: str = DATA_HOW_TO_GET
+                         ) -> list[processbench.LabelledSolution]:
+  """Every record of the ProcessBench-format files (config.data.processbench), one subset per file."""
+  if not paths:
+    raise MissingData(f"config.data.processbench is empty. {how_to_get}")
+  return [r for path in paths for r in processbench.read_processbench(_need(path, "processbench", how_to_get))]
+
+
+def heldout_solutions(records: Sequence[processbench.LabelledSolution]) -> list[Solution]:
+  return [_as_solution(r) for r in records]
 
 
 @dataclasses.dataclass
@@ -312,15 +324,13 @@ class FileCriticData:
     if config.generator.steps:
       raise ValueError(f"config.generator.steps={config.generator.steps}: on real data the generator is the loaded "
                        "checkpoint (config.model.hf_dir); set --config.generator.steps=0")
-    if not d.processbench:
-      raise MissingData(f"config.data.processbench is empty. {DATA_HOW_TO_GET}")
     if not self.task.eval_problems:
       raise MissingData(f"config.task.eval_path={config.task.eval_path!r} holds no problems: refinement needs "
                         "problems with known answers (MATH500's test.jsonl)")
     if config.rl.label_source == "mc" and config.rl.pool_size < 1:
       raise ValueError(f"config.rl.pool_size={config.rl.pool_size}: Monte Carlo labels need a number of MATH "
                        "train problems to sample and label solutions for")
-    self.records = [r for path in d.processbench for r in processbench.read_processbench(_need(path, "processbench"))]
+    self.records = processbench_records(d.processbench)
     self.seeds = self._read_seeds(_need(d.seed_critiques, "seed_critiques"))
     self.dev_paths, self.pool_paths = self._read_prm800k()
 
@@ -369,7 +379,7 @@ class FileCriticData:
     return dev, pool[:config.rl.pool_size] if config.rl.pool_size else pool
 
   def heldout(self, lm, gen_params, mesh) -> tuple[list[Solution], int]:
-    return [_as_solution(r) for r in self.records], 0
+    return heldout_solutions(self.records), 0
 
   def dev(self, lm, gen_params, mesh) -> list[Solution]:
     return self.dev_paths

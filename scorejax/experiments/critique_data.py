@@ -1,25 +1,41 @@
-"""AutoMathCritique on the built-in task: flawed solutions from the actor's own samples, step-level feedback,
-the refinement filter, the JSONL they are written to, and difficulty by pass rate.
+"""AutoMathCritique: flawed solutions from the actor's own samples, step-level feedback, the refinement filter,
+the JSONL they are written to, and difficulty by pass rate.
 
 Xi et al., "Enhancing LLM Reasoning via Critique Models with Test-Time and
 Training-Time Supervision" (arXiv 2411.16579), Sec. 3. Three ways to a
 flawed solution, all from the actor:
 
-  rg1  a whole solution sampled at a high temperature (on real data only its
-       final answer is known wrong; here the checker also locates the error);
-  rg2  a right prefix (the reference's first k steps) and the actor's
-       resampling from step k on at a raised temperature (location known);
-  rg3  a right prefix, step k rewritten with an error of a named type by the
-       task's error makers, and the actor's continuation (location and type).
+  rg1  a whole solution sampled at a high temperature whose final answer is
+       wrong (on real data that is all that is known; on the built-in task
+       the checker also locates the error);
+  rg2  a right prefix and the actor's resampling from step k on at a raised
+       temperature, its final answer wrong (the error at step k or later);
+  rg3  a right prefix, step k rewritten with an error of a named type, and
+       the actor's continuation (location and type known).
 Besides these, `correct`: the rg1 samples that are right, so the critic also
 learns to accept a solution.
 
-Each gets step-level feedback in DeepCritic's deliberate format
-(`tasks/arith/critiques.py`), written by an annotator with set mistakes (it
-slips on some redos and is blind to some carries), the built-in analog of
-the paper's GPT-4 annotator given the reference, the location and the type.
-A critique is kept only when the actor, refining with it, reaches the right
-answer (the paper's filter; `filter_by_refinement=False` keeps them all).
+Two annotators, chosen by config.task.name:
+  built-in  the right prefix is the reference's first k steps, the rg3 error
+            comes from the task's error makers, the exact checker labels
+            every solution, and the feedback, in DeepCritic's deliberate
+            format (`tasks/arith/critiques.py`), is written by an annotator
+            with set mistakes (it slips on some redos and is blind to some
+            carries): the built-in analog of the paper's GPT-4 annotator.
+  real data the right prefix is the first k steps of the actor's own greedy
+            solution where that reaches the answer; rg2's error is located
+            by Monte Carlo labels (`rewards/mc_labels.py`:
+            `critique_data.rg2_location="mc"`) or taken to be step k
+            (`"resampled"`); the rg3 error is written by the annotator model
+            with SPC's sneaky prompt, one named type from
+            `critique_data.error_types`; the feedback is the annotator model's
+            critique given what is known (`templates.annotate_messages`: the
+            right answer, and the error's step and type where known). The
+            annotator model is the loaded checkpoint, before any training
+            (the instruct model the released pipeline uses as its critic).
+A critique is kept only when it parses (a \\boxed{} step) and, with the
+paper's filter (`filter_by_refinement`), when the actor, refining with it,
+reaches the right answer.
 
 The JSONL (one record a line), `critique_data.jsonl` in the workdir:
   id              "<source>-<n>"
@@ -27,11 +43,13 @@ The JSONL (one record a line), `critique_data.jsonl` in the workdir:
   problem         the problem's text, as the prompts show it
   answer          its right final answer
   steps           the solution's steps (list of str)
-  label           0-indexed earliest wrong step (the checker's), -1: all right
+  label           0-indexed earliest wrong step, -1: all right; null: unknown
+                  (real data rg1: only the final answer is known wrong)
   error_type      rg3: the injected error's type; else null
   step            rg2 / rg3: the step resampled or rewritten from; else null
   critique        the feedback (ends in \\boxed{step number} or \\boxed{-1})
-  critique_index  its boxed step, 0-indexed (-1: all right), as parsed
+  critique_index  its boxed step, 0-indexed (-1: all right), as parsed; null:
+                  it does not parse
   refinement      the actor's refinement given the critique
   refined_correct whether the refinement reaches the right answer
   kept            whether the critic trains on it
@@ -53,8 +71,9 @@ from scorejax.experiments.critic_data import (
   critic_prompt,
   refine_ids,
 )
+from scorejax.rewards import mc_labels
 from scorejax.rollouts import sample_batched
-from scorejax.sampling import Greedy, Sample
+from scorejax.sampling import Greedy, Sample, SamplerConfig
 from scorejax.tasks import arith, templates
 from scorejax.tasks.arith import critiques
 from scorejax.tasks.base import stream_id
@@ -63,6 +82,7 @@ from scorejax.tasks.records import RecordError, field, iter_records, string_list
 
 SOURCES = ("rg1", "rg2", "rg3")  # the ways to a flawed solution
 RECORD_SOURCES = SOURCES + ("correct",)  # a record's source: "correct" holds the right rg1 samples
+RG2_LOCATIONS = ("mc", "resampled")  # real data: rg2's error step by Monte Carlo labels, or the resampled step
 LEVELS = 5  # difficulty levels by pass rate, as the paper bins them: 1 (easiest) .. 5 (hardest)
 
 
@@ -73,7 +93,7 @@ class CritiqueRecord:
   problem: str
   answer: str
   steps: tuple[str, ...]
-  label: int
+  label: int | None  # None: unknown (real data rg1)
   error_type: str | None
   step: int | None
   critique: str
@@ -106,7 +126,8 @@ def read_records(path: str) -> list[CritiqueRecord]:
     out.append(CritiqueRecord(
         id=field(row, "id", str, where), source=source, problem=field(row, "problem", str, where),
         answer=field(row, "answer", str, where), steps=string_list(row, "steps", where),
-        label=field(row, "label", int, where), error_type=field(row, "error_type", str, where, optional=True),
+        label=field(row, "label", int, where, optional=True),
+        error_type=field(row, "error_type", str, where, optional=True),
         step=field(row, "step", int, where, optional=True), critique=field(row, "critique", str, where),
         critique_index=field(row, "critique_index", int, where, optional=True),
         refinement=field(row, "refinement", str, where), refined_correct=field(row, "refined_correct", bool, where),
@@ -164,17 +185,16 @@ def level_shares(levels: Sequence[int]) -> dict[str, float]:
 @dataclasses.dataclass(frozen=True)
 class Candidate:
   source: str
-  problem: object  # ArithProblem
+  problem: object  # ArithProblem, MathProblem
   steps: tuple[str, ...]
-  label: int
+  label: int | None  # None: unknown (real data rg1)
   error_type: str | None = None
   step: int | None = None
 
 
 def _sample_texts(lm, params, task, prompts, key, temperature, config, mesh) -> list[str]:
-  ids, _ = sample_batched(lm, params, prompts, key, Sample(temperature=temperature), answer_sampler(task, config),
-                          mesh, pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)
-  return [task.text(i) for i in ids]
+  return [task.text(i) for i in _sample_ids(lm, params, task, prompts, key, Sample(temperature=temperature),
+                                            answer_sampler(task, config), config, mesh)]
 
 
 def flawed_solutions(lm, params, task, problems, key, config, mesh) -> tuple[list[Candidate], dict]:
@@ -233,34 +253,180 @@ def feedback(candidates: Sequence[Candidate], config) -> list[str]:
   return [critiques.annotator_critique(c.problem, c.steps, annotator, rng) for c in candidates]
 
 
+# ----------------------------------------------------------------------------
+# Real data: the actor's own right solutions as prefixes, a model annotator given what is known
+# ----------------------------------------------------------------------------
+
+
+def _sample_ids(lm, params, task, prompts, key, rule, sampler, config, mesh) -> list[list[int]]:
+  if not prompts:
+    return []
+  return sample_batched(lm, params, prompts, key, rule, sampler, mesh, pad_id=task.tokenizer.pad_id,
+                        batch_size=config.eval.batch_size)[0]
+
+
+def sampling_rule(temperature: float):
+  return Greedy() if temperature == 0 else Sample(temperature=temperature)
+
+
+def right_solutions(lm, params, task, problems, key, config, mesh) -> list[tuple[str, ...] | None]:
+  """The actor's greedy solution to each problem where it is complete, reaches the answer and has a step
+  before its last (rg2 / rg3 start from its first k steps); else None."""
+  ids = _sample_ids(lm, params, task, [task.prompt_ids(p) for p in problems], key, Greedy(),
+                    answer_sampler(task, config), config, mesh)
+  out = []
+  for p, i in zip(problems, ids):
+    steps = task.steps(task.text(i))
+    out.append(steps if len(steps) >= 2 and task.is_complete(steps) and task.reward(p, i) else None)
+  return out
+
+
+def rewrite_steps(lm, params, task, chosen, kinds, key, config, mesh) -> list[str | None]:
+  """rg3 on real data: the annotator model rewrites step `at` of each (problem, steps, at) with an error of the
+  named kind (SPC's sneaky prompt, that one type allowed); None where its answer does not parse."""
+  prompts = [task.messages_ids(templates.sneaky_messages(task.templates, p.text, steps[:at], steps[at], (kind,)))
+             for (p, steps, at), kind in zip(chosen, kinds)]
+  ids = _sample_ids(lm, params, task, prompts, key, sampling_rule(config.annotator.temperature),
+                    answer_sampler(task, config), config, mesh)
+  parsed = [templates.parse_sneaky(task.text(i), (kind,)) for i, kind in zip(ids, kinds)]
+  return [None if templates.is_invalid(x) else x[1] for x in parsed]
+
+
+def mc_locate(lm, params, task, candidates: Sequence[Candidate], key, config, mesh) -> list[int | None]:
+  """rg2's earliest wrong step by Monte Carlo labels, never before the resampled step (its prefix is a right
+  solution's); None where the labels find no wrong step (or the solution is cut off)."""
+  m = config.mc
+  labels = mc_labels.mc_labels(lm, params, task, [mc_labels.LabelItem(x.problem, x.steps) for x in candidates],
+                               mc_labels.MCConfig(rollouts=m.rollouts, temperature=m.temperature, top_p=m.top_p,
+                                                  max_new_tokens=config.generator.max_new_tokens,
+                                                  batch_size=m.batch_size), key, mesh)
+  return [None if label is None or label < 0 else max(label, x.step) for label, x in zip(labels, candidates)]
+
+
+def model_flawed_solutions(lm, params, task, problems, key, config, mesh) -> tuple[list[Candidate], dict]:
+  """RG1-RG3 candidates (and the right RG1 samples) from the actor, its rg3 errors written by the annotator model
+  (the same weights); cut-off, still-right, unparsed and unlocated ones counted, left out."""
+  c = config.critique_data
+  if c.rg2_location not in RG2_LOCATIONS:
+    raise ValueError(f"config.critique_data.rg2_location={c.rg2_location!r}; expected one of {RG2_LOCATIONS}")
+  rng = np.random.default_rng([config.seed, stream_id("critique_data")])
+  out, stats, bases = [], {}, []
+  if {"rg2", "rg3"} & set(c.sources):
+    bases = right_solutions(lm, params, task, problems, jax.random.fold_in(key, stream_id("right")), config, mesh)
+    stats["right_solutions"] = {"problems": len(problems), "right": sum(b is not None for b in bases)}
+  for source in c.sources:
+    if source not in SOURCES:
+      raise ValueError(f"config.critique_data.sources: {source!r} is not one of {SOURCES}")
+    k = jax.random.fold_in(key, stream_id(source))
+    if source == "rg1":
+      ids = _sample_ids(lm, params, task, [task.prompt_ids(p) for p in problems], k,
+                        sampling_rule(c.rg1_temperature), answer_sampler(task, config), config, mesh)
+      cut = right = 0
+      for p, i in zip(problems, ids):
+        steps = task.steps(task.text(i))
+        if not task.is_complete(steps):
+          cut += 1
+        elif task.reward(p, i):
+          right += 1
+          out.append(Candidate("correct", p, steps, -1))
+        else:
+          out.append(Candidate("rg1", p, steps, None))  # only the final answer is known wrong
+      stats[source] = {"sampled": len(problems), "cut_off": cut, "right": right}
+      continue
+    chosen = [(p, b, int(rng.integers(len(b) - 1))) for p, b in zip(problems, bases) if b is not None]
+    prefixes, kinds, unparsed = [tuple(b[:at]) for _, b, at in chosen], [None] * len(chosen), 0
+    if source == "rg3":
+      kinds = [c.error_types[int(rng.integers(len(c.error_types)))] for _ in chosen]
+      rewritten = rewrite_steps(lm, params, task, chosen, kinds, jax.random.fold_in(k, 1), config, mesh)
+      unparsed = sum(r is None for r in rewritten)
+      keep = [j for j, r in enumerate(rewritten) if r is not None]
+      chosen, kinds = [chosen[j] for j in keep], [kinds[j] for j in keep]
+      prefixes = [prefixes[j] + (rewritten[j],) for j in keep]
+    temperature = c.rg2_temperature if source == "rg2" else c.rg3_temperature
+    prompts = [task.prompt_ids(p) + task.prefix_ids(q) for (p, _, _), q in zip(chosen, prefixes)]
+    ids = _sample_ids(lm, params, task, prompts, k, sampling_rule(temperature), answer_sampler(task, config),
+                      config, mesh)
+    cut = right = 0
+    flawed = []
+    for (p, _, at), prefix, kind, i in zip(chosen, prefixes, kinds, ids):
+      steps = prefix + task.steps(task.text(i))
+      if not task.is_complete(steps):
+        cut += 1
+      elif task.reward(p, i):
+        right += 1
+      else:
+        flawed.append(Candidate(source, p, steps, at, kind, at))
+    row = {"sampled": len(chosen), "cut_off": cut, "right": right}
+    if source == "rg3":
+      row["rewrite_unparsed"] = unparsed
+    if source == "rg2" and c.rg2_location == "mc" and flawed:
+      located = mc_locate(lm, params, task, flawed, jax.random.fold_in(k, 2), config, mesh)
+      row["unlocated"] = sum(label is None for label in located)
+      flawed = [dataclasses.replace(x, label=label) for x, label in zip(flawed, located) if label is not None]
+    out.extend(flawed)
+    stats[source] = row
+  return out, stats
+
+
+def known_about(x: Candidate, first_index: int) -> str:
+  """What the annotator is told about a candidate besides the right answer."""
+  if x.source == "correct":
+    return "The solution's final answer is correct."
+  if x.label is None:
+    return "The solution's final answer is wrong; where its first error is, is not known."
+  known = f"The earliest incorrect step is step {x.label + first_index}."
+  return known + (f" It contains this kind of error: {x.error_type}." if x.error_type else "")
+
+
+def model_feedback(lm, params, task, candidates: Sequence[Candidate], key, config, mesh) -> list[str]:
+  """The annotator model's critique of each candidate, given the right answer and what is known of its error."""
+  ts = task.templates
+  prompts = [task.messages_ids(templates.annotate_messages(ts, x.problem.text, str(x.problem.answer), x.steps,
+                                                           known_about(x, ts.critique_first_index)))
+             for x in candidates]
+  sampler = SamplerConfig(max_new_tokens=config.critique.max_new_tokens, stop_tokens=task.stop_ids,
+                          pad_id=task.tokenizer.pad_id)
+  ids = _sample_ids(lm, params, task, prompts, key, sampling_rule(config.annotator.temperature), sampler, config,
+                    mesh)
+  return [task.text(i) for i in ids]
+
+
+# ----------------------------------------------------------------------------
+# The records
+# ----------------------------------------------------------------------------
+
+
 def refine(lm, params, task, solutions: Sequence[Solution], critique_texts: Sequence[str], key, rule, config,
            mesh) -> list[list[int]]:
   """The actor's refinement of each solution given its critique (token ids)."""
   prompts = [refine_ids(task, s, t) for s, t in zip(solutions, critique_texts)]
-  return sample_batched(lm, params, prompts, key, rule, answer_sampler(task, config), mesh,
-                        pad_id=task.tokenizer.pad_id, batch_size=config.eval.batch_size)[0]
+  return _sample_ids(lm, params, task, prompts, key, rule, answer_sampler(task, config), config, mesh)
 
 
 def build_records(lm, params, task, config, mesh) -> tuple[list[CritiqueRecord], dict]:
-  """AutoMathCritique's records from the actor (its params), each critique refined greedily and kept as the
-  filter says; with per-source counts."""
+  """AutoMathCritique's records from the actor (its params; on real data also the annotator), each critique
+  refined greedily and kept as the filter says; with per-source counts."""
   c = config.critique_data
   problems = task.train_problems(config.seed, "critique_data", 0, c.problems)
   key = jax.random.fold_in(jax.random.key(config.seed), stream_id("critique_data"))
-  candidates, stats = flawed_solutions(lm, params, task, problems, key, config, mesh)
-  texts = feedback(candidates, config)
+  if config.task.name == "arith":
+    candidates, stats = flawed_solutions(lm, params, task, problems, key, config, mesh)
+    texts = feedback(candidates, config)
+  else:
+    candidates, stats = model_flawed_solutions(lm, params, task, problems, key, config, mesh)
+    texts = model_feedback(lm, params, task, candidates, jax.random.fold_in(key, 2), config, mesh)
   solutions = [Solution(x.problem, x.steps, x.label, x.source) for x in candidates]
   refined = refine(lm, params, task, solutions, texts, jax.random.fold_in(key, 1), Greedy(), config, mesh)
   records, counter = [], {}
   for x, text, ids in zip(candidates, texts, refined):
     n = counter[x.source] = counter.get(x.source, -1) + 1
     index = task.parse_critique(text, len(x.steps))
-    right = bool(task.reward(x.problem, ids))
+    parsed, right = not templates.is_invalid(index), bool(task.reward(x.problem, ids))
     records.append(CritiqueRecord(
         id=f"{x.source}-{n}", source=x.source, problem=x.problem.text, answer=str(x.problem.answer), steps=x.steps,
         label=x.label, error_type=x.error_type, step=x.step, critique=text,
-        critique_index=None if templates.is_invalid(index) else int(index), refinement=task.text(ids),
-        refined_correct=right, kept=right or not c.filter_by_refinement))
+        critique_index=int(index) if parsed else None, refinement=task.text(ids),
+        refined_correct=right, kept=parsed and (right or not c.filter_by_refinement)))
   return records, {"sampled": stats, **source_counts(records)}
 
 

@@ -3,6 +3,7 @@ in self-improvement.
 
   python -m scorejax.main --config=configs/arith_critique_loop.py --workdir=/tmp/critique_loop
   python -m scorejax.main --config=configs/arith_critique_loop.py:vanilla_si --workdir=/tmp/vanilla_si
+  python -m scorejax.main --config=configs/qwen_critique_loop.py:tpu --workdir=gs://bucket/qwen_critique_loop
 
 Xi et al., "Enhancing LLM Reasoning via Critique Models with Test-Time and
 Training-Time Supervision" (arXiv 2411.16579, MathCritique). The critique
@@ -10,11 +11,20 @@ data (AutoMathCritique: RG1-RG3, feedback, the refinement filter, the JSONL)
 is built by `experiments/critique_data.py`; the critic's prompt, critiques
 and ProcessBench-format scoring are DeepCritic's (`experiments/deepcritic.py`).
 
+On real data (`configs/qwen_critique_loop.py`, `configs/llama_critique_loop.py`:
+an HF checkpoint, MATH-format or GSM8K problems, ProcessBench files) the
+loaded checkpoint is the actor, the annotator that writes the critique data's
+feedback (given the answer and what is known of the error), and the critic's
+starting point; nothing is trained from scratch and nothing is replayed.
+
 Phases, each checkpointed and resumable on its own:
   actor          built-in task: SFT of the policy that solves (with a carry
                  habit), self-corrects and refines given a critique
-                 (`critic_data.BuiltinCriticData.generator_batch`);
-  critic         SFT, from the actor, on the kept AutoMathCritique records;
+                 (`critic_data.BuiltinCriticData.generator_batch`); real
+                 data: none (generator.steps = 0);
+  critic         SFT, from the actor, on the kept AutoMathCritique records
+                 (none kept: warned, and the critic is the untrained actor,
+                 `critic.trained = false` in eval.json);
   iter<i>/actor  self-improvement, i = 1..iterations: the actor of the
                  iteration before samples N answers per training question;
                  its wrong answers are critiqued and refined (within a
@@ -29,7 +39,7 @@ Phases, each checkpointed and resumable on its own:
 Difficulty is the base actor's pass rate over many samples per question, in
 5 levels (1 easiest). eval.json: `actor` (held-out accuracy, `iter0`),
 `critique_data` (per-source counts), `critic` (ProcessBench-format F1 on
-held-out solutions), `test_time` (plain sampling's MV@k / pass@k against
+held-out solutions: the built-in task's generators, or the ProcessBench files), `test_time` (plain sampling's MV@k / pass@k against
 refine-with-critique and sequential refinement at equal sampled tokens, per
 level) and `iter1`, `iter2`, ... (accuracy per level, and the share of the
 iteration's training data from each level).
@@ -45,6 +55,7 @@ import ml_collections
 import numpy as np
 
 from scorejax import evaluation, files, parallel
+from scorejax.experiments import critic_data
 from scorejax.experiments import critique_data as cd
 from scorejax.experiments.critic_data import BuiltinCriticData, Solution, answer_sampler
 from scorejax.experiments.deepcritic import check_context, critique, evaluate_critic
@@ -58,6 +69,7 @@ from scorejax.rollouts import Segment, sample_batched, to_batch
 from scorejax.sampling import Greedy, Sample
 from scorejax.search import final_answer, voted_reward, votes_at_tokens
 from scorejax.tasks.base import endless_shuffle, make_task, stream_id
+from scorejax.tasks.templates import get_templates
 from scorejax.train_step import OptimizerConfig
 
 MODES = ("critique", "vanilla")  # self-improvement with the critic in the loop, or without it
@@ -74,10 +86,6 @@ def sweep_rows(results: dict) -> dict[str, dict]:
 # ----------------------------------------------------------------------------
 # Critique, refine, repeat
 # ----------------------------------------------------------------------------
-
-
-def sampling_rule(temperature: float):
-  return Greedy() if temperature == 0 else Sample(temperature=temperature)
 
 
 @dataclasses.dataclass
@@ -190,7 +198,7 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
   rows = [(i, j) for i in range(len(problems)) for j in range(n_max)]
   chains = critique_and_refine(lm, actor, critic, task, [problems[i] for i, _ in rows],
                                [groups[i][j] for i, j in rows], t.sequential_rounds,
-                               jax.random.fold_in(key, 1), sampling_rule(t.refine_temperature), config, mesh)
+                               jax.random.fold_in(key, 1), cd.sampling_rule(t.refine_temperature), config, mesh)
   out = {"num_problems": len(problems), "tokens_per_sample": per_sample, "max_samples": k_max,
          "plain": [plain_at(k) for k in sorted({1, 2, 4, 8, 16, k_max} & set(range(1, k_max + 1)))],
          "chain_stats": chains.stats, "rounds": round_transitions(task, [problems[i] for i, _ in rows], chains),
@@ -238,7 +246,7 @@ def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> 
   wrong = [(q, a) for q, (p, g) in enumerate(zip(problems, groups))
            for a in [a for a in g if not task.reward(p, a)][:s.refine_budget]]
   chains = critique_and_refine(lm, actor, critic, task, [problems[q] for q, _ in wrong], [a for _, a in wrong],
-                               s.refine_rounds, jax.random.fold_in(key, 1), sampling_rule(s.refine_temperature),
+                               s.refine_rounds, jax.random.fold_in(key, 1), cd.sampling_rule(s.refine_temperature),
                                config, mesh)
   refined = 0
   for (q, _), final in zip(wrong, chains.answers[-1]):  # an unrefined answer is still the wrong one
@@ -271,19 +279,46 @@ def data_stats(rows, levels, num_questions: int) -> dict:
 # ----------------------------------------------------------------------------
 
 
+DATA_HOW_TO_GET = (
+    "Critique-in-the-loop on real data reads local files (nothing is downloaded): config.task.train_path / "
+    "eval_path: MATH-format JSONL (problem, solution with a \\boxed{} answer; or task.name='gsm8k' with a prepared "
+    "tfds data_dir); config.data.processbench: ProcessBench-format subsets the critic is scored on "
+    "(huggingface.co/datasets/Qwen/ProcessBench: gsm8k.jsonl, math.jsonl, ...)")
+
+
+def check_loaded_actor(config) -> None:
+  """Real data: the actor (and the annotator, and the critic's start) is the loaded checkpoint, and nothing
+  trained from scratch is replayed."""
+  if not config.model.hf_dir:
+    raise ValueError("config.model.hf_dir is empty: on real data the actor is an HF checkpoint")
+  if config.generator.steps:
+    raise ValueError(f"config.generator.steps={config.generator.steps}: on real data the actor is the loaded "
+                     "checkpoint (config.model.hf_dir); set --config.generator.steps=0")
+  if config.self_improve.replay_share:
+    raise ValueError(f"config.self_improve.replay_share={config.self_improve.replay_share}: replay rows are the "
+                     "built-in actor's own SFT data; on real data set it to 0")
+  if not config.task.templates or not get_templates(config.task.templates).annotate:
+    raise ValueError(f"config.task.templates={config.task.templates!r} has no annotator prompt; use 'deepcritic' or 'math'")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   s = config.self_improve
   if s.mode not in MODES:
     raise ValueError(f"config.self_improve.mode={s.mode!r}; expected one of {MODES}")
-  if config.task.name != "arith":
-    raise ValueError(f"config.task.name={config.task.name!r}: critique-in-the-loop runs on the built-in task "
-                     "('arith'); real-data critique construction needs a critic model given the reference, which "
-                     "is not here yet")
-  # MESH / DATA / MODEL
+  # MESH / DATA / MODEL (real data: every file read and checked before the model loads)
   mesh = parallel.make_mesh(dict(config.mesh))
   rules = parallel.rules_from_config(config)
+  builtin = config.task.name == "arith"
+  if not builtin:
+    check_loaded_actor(config)
   task = make_task(config.task)
-  data = BuiltinCriticData(task, config)
+  if builtin:
+    data = BuiltinCriticData(task, config)
+    actor_batch, replay_rows = data.generator_batch, data.refine_rows
+  else:
+    processbench = critic_data.heldout_solutions(critic_data.processbench_records(config.data.processbench,
+                                                                                  DATA_HOW_TO_GET))
+    actor_batch = replay_rows = None  # the loaded actor is not trained from scratch and replays nothing
   claim_workdir(workdir, config)
   lm, params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
@@ -295,7 +330,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def sft_opt(c, steps):
     return OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps, schedule="cosine",
-                           total_steps=max(1, steps), grad_clip_norm=1.0)
+                           total_steps=max(1, steps), grad_clip_norm=1.0, grad_accum_steps=c.grad_accum_steps)
 
   offsets = phase_offsets([("actor", config.generator.steps), ("critic", config.critic.steps)]
                           + [(f"iter{i}/actor", s.steps) for i in range(1, s.iterations + 1)])
@@ -303,7 +338,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ACTOR: solve (with a carry habit), self-correct, refine given a critique
   c = config.generator
   base = runner.run("actor", c.steps, sft_opt(c, c.steps), params, answer_loss,
-                    lambda step, state: (data.generator_batch(step), {}), offsets["actor"][0])
+                    lambda step, state: (actor_batch(step), {}), offsets["actor"][0])
 
   # DIFFICULTY: the base actor's pass rate on the held-out and the training questions
   heldout = task.eval_problems
@@ -340,10 +375,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results.get("critique_data", lambda: counts)
     sft_rows = cd.critique_rows(task, records)
     if not sft_rows:
-      raise ValueError(f"{workdir}/critique_data.jsonl: no critique was kept (counts: "
-                       f"{cd.source_counts(records)}); the refinement filter dropped them all")
+      print(f"warning: {workdir}/critique_data.jsonl keeps no critique ({cd.source_counts(records)}): the critic "
+            "is the actor's starting point, untrained (eval.json critic.trained = false)")
 
-    # CRITIC: SFT on the kept critiques, from the actor
+    # CRITIC: SFT on the kept critiques, from the actor (none kept: the untrained starting point)
     c = config.critic
     critique_loss = build_loss_fn(sft.sft_loss, tokens, lambda b: sft.SFTBatch(b["mask_critique_BxT"]),
                                   sft.SFTConfig())
@@ -352,12 +387,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       chosen = endless_shuffle(sft_rows, config.seed, "critic", step, c.batch_size)
       return to_batch([[Segment(p), Segment(t, "critique")] for p, t in chosen], task.tokenizer.pad_id,
                       ("critique",)), {}
-    critic = runner.run("critic", c.steps, sft_opt(c, c.steps), base, critique_loss, critic_batch,
-                        offsets["critic"][0])
-    solutions, cut = data.heldout(lm, base, mesh)
+    critic = runner.run("critic", c.steps if sft_rows else 0, sft_opt(c, c.steps), base, critique_loss,
+                        critic_batch, offsets["critic"][0])
+    solutions, cut = data.heldout(lm, base, mesh) if builtin else (processbench, 0)
     check_context(lm, task, solutions, config)
     results.get("critic", lambda: dict(evaluate_critic(lm, critic, base, task, solutions, config, mesh),
-                                       cut_off=cut))
+                                       cut_off=cut, trained=bool(sft_rows)))
 
     # TEST TIME: plain sampling against critique-and-refine at equal tokens
     results.get("test_time", lambda: test_time(lm, base, critic, task, heldout, heldout_levels, config, mesh))
@@ -380,7 +415,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def make_batch(step, state, ids=ids, phase=f"{name}/actor"):
       # One kind of row per step, as in the base SFT: short answer rows are not padded to refine rows' length.
       if np.random.default_rng([config.seed, stream_id(phase), step]).random() < s.replay_share:
-        chosen = data.refine_rows(f"{phase}/replay", step, s.batch_size)
+        chosen = replay_rows(f"{phase}/replay", step, s.batch_size)
       else:
         chosen = [[Segment(p), Segment(a, "answer")] for p, a in endless_shuffle(ids, config.seed, phase, step,
                                                                                   s.batch_size)]

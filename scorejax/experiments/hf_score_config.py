@@ -47,7 +47,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.model.remat = True  # recompute activations in the backward pass: episodes are ~2.5k tokens
   c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
 
-  c.task = _task(dataset, c.model)
+  c.task = hf_task(dataset, c.model)
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0  # training rollouts (the paper samples at 1.0); evaluation is greedy
@@ -93,7 +93,8 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   return c
 
 
-def _task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def hf_task(dataset: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The task block of an HF run: MATH train / MATH500 files, tfds GSM8K or MBPP / HumanEval."""
   t = ml_collections.ConfigDict()
   t.name = dataset  # "math": MATH train / MATH500 eval files; "gsm8k": tfds GSM8K; "code": MBPP / HumanEval
   if dataset == "code":

@@ -13,6 +13,9 @@ A `TemplateSet` holds every prompt one task needs, as format strings:
                                                                   {problem} {solution} {critique}
   sneaky        SPC sneaky generator: names an error type, then writes the wrong step:
                                                                   {problem} {previous_steps} {step} {error_types}
+  annotate      a critique written with what is known about the solution (MathCritique's
+                annotator, given the right answer and where / what the error is), in the
+                critique's own format:                    {problem} {answer} {steps} {known}
 
 Sets: "math" (the SCoRe instruction verbatim, ProcessBench's paragraph tags
 indexed from 0), "deepcritic" (the same, steps numbered from 1 as DeepCritic
@@ -84,6 +87,7 @@ class TemplateSet:
   critique_first_index: int  # number shown for the first step: 0 ProcessBench, 1 DeepCritic
   refine: str  # {problem} {solution} {critique}
   sneaky: str  # {problem} {previous_steps} {step} {error_types}
+  annotate: str = ""  # {problem} {answer} {steps} {known}; empty: the set has no model annotator
 
 
 _MATH_FINAL_FORM = (
@@ -122,6 +126,21 @@ _MATH_REFINE = (
     "fix the first incorrect step and everything after it. "
     + _MATH_FINAL_FORM
     + "\n\nRefined Solution:\n"
+)
+
+# MathCritique's annotator prompt, in the deliberate critique format: what is known about the solution (the right
+# final answer; where the earliest error is and what kind, when known) is given, and the critique is to read as
+# if it had been found.
+_MATH_ANNOTATE = (
+    "The following is a math problem, its correct final answer, and a solution split into numbered steps.\n\n"
+    "[Math Problem]\n\n{problem}\n\n"
+    "[Correct Final Answer]\n\n{answer}\n\n"
+    "[Solution]\n\n{steps}"
+    "[What Is Known About the Solution]\n\n{known}\n\n"
+    "Critique the solution step by step: for each step in turn, check it carefully, write your critique and "
+    "judge whether the step is correct. At the first incorrect step, explain what is wrong and how to fix it, "
+    "then stop. Do not mention the correct final answer or what you were told; find it in the steps. Finally, "
+    "put the number of the earliest incorrect step in \\boxed{{}}, or \\boxed{{-1}} if every step is correct.\n"
 )
 
 # ProcessBench's official critique prompt (Qwen/ProcessBench, code/run_eval.py).
@@ -164,6 +183,7 @@ _MATH = TemplateSet(
     critique_first_index=0,
     refine=_MATH_REFINE,
     sneaky=_MATH_SNEAKY,
+    annotate=_MATH_ANNOTATE,
 )
 
 _DEEPCRITIC = dataclasses.replace(
@@ -284,6 +304,14 @@ def sneaky_messages(
           )
       )
   ]
+
+
+def annotate_messages(ts: TemplateSet, problem: str, answer: str, steps: Sequence[str], known: str) -> list[dict]:
+  """The annotator's prompt: the solution shown as the critique shows it, with what is known about it."""
+  if not ts.annotate:
+    raise ValueError(f"template set {ts.name!r} has no annotator prompt (TemplateSet.annotate)")
+  shown = "".join(ts.critique_step.format(index=i + ts.critique_first_index, step=s) for i, s in enumerate(steps))
+  return [_user(ts.annotate.format(problem=problem, answer=answer, steps=shown, known=known))]
 
 
 def render(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
