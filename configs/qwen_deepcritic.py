@@ -36,7 +36,6 @@ for a 7B model, not taken from the paper.
 import ml_collections
 
 from scorejax import config_blocks
-from scorejax.config_blocks import HF_MESHES
 
 MODEL_DIR = "/data/models/Qwen2.5-7B-Instruct"
 PROCESSBENCH = tuple(f"/data/processbench/{s}.jsonl" for s in ("gsm8k", "math", "olympiadbench", "omnimath"))
@@ -55,22 +54,8 @@ def get_config(arg: str = ""):
                      "(at most one host), e.g. 'mc_labels,tpu'")
   host = hosts[0] if hosts else ""
 
-  c = ml_collections.ConfigDict()
-  c.experiment = "deepcritic"  # scorejax.experiments.<experiment>.run(config, workdir)
-  c.seed = 0  # data order and sampling keys
-  c.mesh = dict(HF_MESHES[host])
-  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
-  c.log_every = 1  # steps between metrics.jsonl records
-  c.tensorboard = True  # also write TensorBoard event files
-  c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits
-
-  c.model = ml_collections.ConfigDict()
-  c.model.hf_dir = MODEL_DIR  # HF checkpoint directory (config.json + safetensors); read locally
-  c.model.preset = ""  # unused while hf_dir is set
-  c.model.param_dtype = "bfloat16"
-  c.model.dtype = "bfloat16"  # compute dtype
-  c.model.remat = True  # recompute activations in the backward pass: critique rows run to several thousand tokens
-  c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
+  c = config_blocks.hf_run("deepcritic", host)
+  c.model = config_blocks.hf_model(MODEL_DIR)
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "math"  # MathTask: the tokenizer, the chat template, answers and steps (paragraphs)

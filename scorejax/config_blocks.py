@@ -26,6 +26,31 @@ HF_MESHES = {
 }
 
 
+def hf_run(experiment: str, host: str) -> ml_collections.ConfigDict:
+  """An HF-checkpoint config's common head: the run's knobs on `host`'s mesh ("", "tpu" or "gpu")."""
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment  # scorejax.experiments.<experiment>.run(config, workdir)
+  c.seed = 0  # data order and sampling keys
+  c.mesh = dict(HF_MESHES[host])
+  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
+  c.log_every = 1  # steps between metrics.jsonl records (a step is a whole batch)
+  c.tensorboard = True  # also write TensorBoard event files
+  c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits
+  return c
+
+
+def hf_model(model_dir: str) -> ml_collections.ConfigDict:
+  """An HF checkpoint in bfloat16, activations recomputed in the backward pass (rows of thousands of tokens)."""
+  m = ml_collections.ConfigDict()
+  m.hf_dir = model_dir  # HF checkpoint directory (config.json + safetensors); read locally
+  m.preset = ""  # unused while hf_dir is set: the checkpoint defines the architecture
+  m.param_dtype = "bfloat16"
+  m.dtype = "bfloat16"  # compute dtype
+  m.remat = True  # recompute activations in the backward pass
+  m.lora = lora()  # --config.model.lora.rank=16: train adapters, not every parameter
+  return m
+
+
 def built_in_run(experiment: str, eval_size: int) -> ml_collections.ConfigDict:
   """A built-in-task config's common head: the run's knobs and the arithmetic task (2-3 '+'/'-' steps)."""
   c = ml_collections.ConfigDict()

@@ -19,7 +19,6 @@ host and say so.
 import ml_collections
 
 from scorejax import config_blocks
-from scorejax.config_blocks import HF_MESHES
 from scorejax.experiments.hf_score_config import hf_task
 
 PROCESSBENCH = tuple(f"/data/processbench/{s}.jsonl" for s in ("gsm8k", "math", "olympiadbench", "omnimath"))
@@ -40,22 +39,8 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   dataset = datasets[0] if datasets else "math"
   host = hosts[0] if hosts else ""
 
-  c = ml_collections.ConfigDict()
-  c.experiment = "critique_loop"  # scorejax.experiments.<experiment>.run(config, workdir)
-  c.seed = 0  # data order and sampling keys
-  c.mesh = dict(HF_MESHES[host])
-  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
-  c.log_every = 1  # steps between metrics.jsonl records
-  c.tensorboard = True  # also write TensorBoard event files
-  c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits
-
-  c.model = ml_collections.ConfigDict()
-  c.model.hf_dir = model_dir  # HF checkpoint directory (config.json + safetensors); read locally
-  c.model.preset = ""  # unused while hf_dir is set
-  c.model.param_dtype = "bfloat16"
-  c.model.dtype = "bfloat16"  # compute dtype
-  c.model.remat = True  # recompute activations in the backward pass: critique rows run to thousands of tokens
-  c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
+  c = config_blocks.hf_run("critique_loop", host)
+  c.model = config_blocks.hf_model(model_dir)
 
   c.task = hf_task(dataset, c.model)  # train: self-improvement and critique-data questions; eval: held out
   c.task.templates = "deepcritic"  # steps numbered from 1, \boxed{k} / \boxed{-1}; the annotator's prompt

@@ -8,7 +8,6 @@ directory; see their docstrings for how to get the data and run them.
 import ml_collections
 
 from scorejax import config_blocks
-from scorejax.config_blocks import HF_MESHES
 
 MATH_TRAIN = "/data/math/train.jsonl"
 MATH500_TEST = "/data/math500/test.jsonl"
@@ -30,22 +29,8 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   dataset = datasets[0] if datasets else "math"
   host = hosts[0] if hosts else ""
 
-  c = ml_collections.ConfigDict()
-  c.experiment = "score"  # scorejax.experiments.<experiment>.run(config, workdir)
-  c.seed = 0  # data order and sampling keys
-  c.mesh = dict(HF_MESHES[host])
-  c.partition_rules = ()  # (regex, mesh axes) per parameter path, first match wins; empty: parallel.DEFAULT_RULES
-  c.log_every = 1  # steps between metrics.jsonl records (a step is a whole batch of rollouts)
-  c.tensorboard = True  # also write TensorBoard event files
-  c.logprob_chunk = 256  # sequence positions per chunk: bounds the [B, chunk, vocab] logits
-
-  c.model = ml_collections.ConfigDict()
-  c.model.hf_dir = model_dir  # HF checkpoint directory (config.json + safetensors); read locally
-  c.model.preset = ""  # unused while hf_dir is set: the checkpoint defines the architecture
-  c.model.param_dtype = "bfloat16"
-  c.model.dtype = "bfloat16"  # compute dtype
-  c.model.remat = True  # recompute activations in the backward pass: episodes are ~2.5k tokens
-  c.model.lora = config_blocks.lora()  # --config.model.lora.rank=16: train adapters, not every parameter
+  c = config_blocks.hf_run("score", host)
+  c.model = config_blocks.hf_model(model_dir)
 
   c.task = hf_task(dataset, c.model)
 
