@@ -126,20 +126,4 @@ def _shrink(c):
   c.checkpoint.every = 10
 
 
-def _unbalanced(c):
-  c.game.balance = False
-
-
-def _unpaired(c):
-  c.game.paired = False
-
-
-def _earlier_critic(c):
-  c.game.critic_lag = 1
-
-
-VARIANTS = {
-    "unbalanced": _unbalanced,  # every decided game kept, whichever side wins more
-    "unpaired": _unpaired,  # the critic's records hold only its judgements of sneaky steps
-    "earlier_critic": _earlier_critic,  # the sneaky generator plays the critic of the round before
-}
+VARIANTS = config_blocks.spc_variants()

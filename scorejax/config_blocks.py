@@ -133,6 +133,19 @@ def critique_loop_variants() -> dict[str, Callable]:
   return {"vanilla_si": vanilla_si, "no_filter": no_filter}
 
 
+def spc_variants() -> dict[str, Callable]:
+  """SPC's ablations, the same on the built-in task and on real data."""
+  def unbalanced(c):  # every decided game kept, whichever side wins more
+    c.game.balance = False
+
+  def unpaired(c):  # the critic's records hold only its judgements of sneaky steps
+    c.game.paired = False
+
+  def earlier_critic(c):  # the sneaky generator plays the critic of the round before
+    c.game.critic_lag = 1
+  return {"unbalanced": unbalanced, "unpaired": unpaired, "earlier_critic": earlier_critic}
+
+
 def score_selection() -> ml_collections.ConfigDict:
   """SCoRe's checkpoint selection (the paper keeps the checkpoint with the highest training reward): every
   `every` RL steps the training reward r1 + r2 of the policy's own episodes, averaged over the last

@@ -70,8 +70,9 @@ def step_search(lm, params, task, problems: Sequence, judge: Callable[[list], Se
   stops = getattr(task, "step_stop_ids", None)
   if stops is None:
     raise ValueError(f"{type(task).__name__} has no step_stop_ids: step-level search needs the tokens that end "
-                     "a step (the built-in task's newline)")
+                     "a step (the built-in task's newline, a paragraph break on real data)")
   sampler = SamplerConfig(max_new_tokens=config.step_tokens, stop_tokens=stops, pad_id=task.tokenizer.pad_id)
+  step_ends = {t for t in stops if t not in task.stop_ids}  # the rest end the whole solution
   rule = Sample(temperature=config.temperature)
   steps = [[] for _ in problems]
   done = np.zeros(len(problems), bool)
@@ -101,7 +102,7 @@ def step_search(lm, params, task, problems: Sequence, judge: Callable[[list], Se
       line = task.text(row).strip()
       if line:
         steps[i].append(line)
-      ended = not row or row[-1] not in stops[1:]  # the solution's end, or out of budget mid-line
+      ended = not row or row[-1] not in step_ends  # the solution's end, or out of budget mid-step
       done[i] = ended or not line or task.is_complete(steps[i])
   rewards = np.array([task.reward(p, task.prefix_ids(s)) for p, s in zip(problems, steps)], np.float64)
   return SearchResult(rewards, tokens, judged, rejected)

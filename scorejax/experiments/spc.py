@@ -1,15 +1,22 @@
 """SPC end to end: a sneaky generator and a step critic in adversarial games, offline RL over rounds.
 
   python -m scorejax.main --config=configs/arith_spc.py --workdir=/tmp/spc
+  python -m scorejax.main --config=configs/qwen_spc.py:tpu --workdir=gs://bucket/qwen_spc
 
 Chen et al., "SPC: Evolving Self-Play Critic via Adversarial Games for LLM
 Reasoning" (arXiv 2504.19162); the game rewards and records are in
 `rewards/game.py`, the offline objective in `objectives/spc.py`, the data in
 `experiments/spc_data.py`, the test-time search in `search.py`.
 
+On real data (`configs/qwen_spc.py`: an HF checkpoint as the base, PRM800K
+for both roles' SFT data and the dev set, ProcessBench held out, MATH-format
+problems for the games and the search; `experiments/spc_data.FileSPCData`)
+the base is not trained and rewrites are validated by completions.
+
 Phases, each checkpointed and resumable on its own:
   generator       built-in task: SFT of the base model, a solver with a
                   carry habit (the solver of the games and of the search);
+                  real data: none (generator.steps = 0);
   round0/critic   SFT: judge one step given the problem and the steps
                   before it, ending <Answer>Correct</Answer> or
                   <Answer>Incorrect</Answer>;
@@ -41,12 +48,12 @@ import numpy as np
 
 from scorejax import evaluation, parallel
 from scorejax.experiments.spc_data import (
-  BuiltinSPCData,
   completion_success,
   critic_step_prompt,
   first_error_predictions,
   sneaky_prompt,
   solution_items,
+  spc_data,
   validated_by_completions,
 )
 from scorejax.metrics import MetricWriter, format_table, plot_curves, read_jsonl
@@ -285,14 +292,12 @@ def compare_search(lm, base_params, critic_lm, critics: dict, task, config, mesh
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  if config.task.name != "arith":
-    raise ValueError(f"config.task.name={config.task.name!r}: SPC runs on the built-in task ('arith') here")
   # MESH
   mesh = parallel.make_mesh(dict(config.mesh))
   rules = parallel.rules_from_config(config)
-  # DATA
+  # DATA (real data: every file read and checked before the model loads)
   task = make_task(config.task)
-  data = BuiltinSPCData(task, config)
+  data = spc_data(task, config)
   claim_workdir(workdir, config)
   # MODELS: the base, and each role from it (or from its own checkpoint)
   lm, base_params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)

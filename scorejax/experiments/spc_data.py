@@ -25,11 +25,29 @@ into a wrong one (`sneaky_prompt`, answered "Error type: <type>\\nStep:
   held out       the writer's and the base model's solutions to eval
                  problems (`critic_data.BuiltinCriticData`): their errors
                  never reach the critic in training.
+
+On real data (`FileSPCData`: local PRM800K and ProcessBench files, the
+loaded checkpoint as the base):
+
+  SFT (round 0)  the critic: steps on PRM800K's labelled paths up to their
+                 first error, as many rated -1 as rated 1 in each batch,
+                 the target the verdict alone (PRM800K rates steps, it
+                 writes no analysis); the sneaky generator: PRM800K's own
+                 rewrite pairs, a step rated 1 and one rated -1 after the
+                 same prefix (the labeler saw both), the error type named
+                 `data.prm800k_error_type` (PRM800K does not say which);
+  games          the base model's solutions to MATH train problems that
+                 reach the answer (a step of one, with its prefix), and
+                 correct steps on PRM800K paths (solver "prm800k");
+  validation     completions only (no exact checker);
+  held out       the ProcessBench files, one subset per file; the dev set is
+                 PRM800K paths held out from training (`task.dev_seed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 import jax
@@ -40,16 +58,28 @@ from scorejax.experiments.critic_data import (
   BuiltinCriticData,
   Solution,
   answer_sampler,
+  heldout_solutions,
+  policy_steps,
+  processbench_records,
   written_steps,
 )
 from scorejax.rewards import game as game_lib
 from scorejax.rollouts import sample_batched
 from scorejax.sampling import Sample
-from scorejax.tasks import arith, templates
+from scorejax.tasks import arith, prm800k, templates
 from scorejax.tasks.arith import critiques
-from scorejax.tasks.base import stream_id
+from scorejax.tasks.base import MissingData, endless_shuffle, stream_id
+from scorejax.tasks.math_task import MathProblem
+from scorejax.tasks.records import RecordError
 
 SOLVERS = ("reference", "policy", "writer")  # who writes the solutions games are played on
+FILE_SOLVERS = ("policy", "prm800k")  # real data: the base model's right solutions, PRM800K's correct steps
+DATA_HOW_TO_GET = (
+    "SPC on real data reads local files (nothing is downloaded): config.data.prm800k: a PRM800K file "
+    "(github.com/openai/prm800k, e.g. phase2_train.jsonl): the critic's and the sneaky generator's SFT data and "
+    "the dev set; config.data.processbench: ProcessBench-format subsets the critic is scored on "
+    "(huggingface.co/datasets/Qwen/ProcessBench); config.task.train_path / eval_path: MATH-format JSONL (the "
+    "games' and the search's problems)")
 VALIDATORS = ("checker", "completions")
 SFT_DRAWS = 8  # candidate critic judgements drawn per kept one, at most (the annotator's filter rejects some)
 
@@ -275,3 +305,137 @@ class BuiltinSPCData:
 
   def dev(self, lm, base_params, mesh) -> list[Solution]:
     return self.critic_data.dev(lm, base_params, mesh)
+
+
+# ----------------------------------------------------------------------------
+# Real data from local files
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FileSPCData:
+  """SPC's data from PRM800K and ProcessBench files: every file read and checked before any compute."""
+
+  task: object  # tasks.math_task.MathTask
+  config: ml_collections.ConfigDict
+
+  def __post_init__(self):
+    config, g, d = self.config, self.config.game, self.config.data
+    if config.generator.steps:
+      raise ValueError(f"config.generator.steps={config.generator.steps}: on real data the base is the loaded "
+                       "checkpoint (config.model.hf_dir); set --config.generator.steps=0")
+    if g.validator != "completions":
+      raise ValueError(f"config.game.validator={g.validator!r}: real data has no exact step checker; use "
+                       "'completions'")
+    if set(g.solvers) - set(FILE_SOLVERS) or not g.solvers:
+      raise ValueError(f"config.game.solvers={tuple(g.solvers)}: on real data expected some of {FILE_SOLVERS}")
+    self.error_types = tuple(g.error_types)
+    if d.prm800k_error_type not in self.error_types:
+      raise ValueError(f"config.data.prm800k_error_type={d.prm800k_error_type!r} is not one of "
+                       f"config.game.error_types={self.error_types}")
+    self.records = processbench_records(d.processbench, DATA_HOW_TO_GET)
+    if not d.prm800k or not os.path.isfile(d.prm800k):
+      raise MissingData(f"config.data.prm800k={d.prm800k!r} is not a file. {DATA_HOW_TO_GET}")
+    rows = list(prm800k.read_prm800k(d.prm800k, neutral_is_error=d.prm800k_neutral_is_error, check_answers=False))
+    order = np.random.default_rng(config.task.dev_seed).permutation(len(rows))
+    n_dev = config.eval.interval_problems
+    if len(rows) <= n_dev:
+      raise RecordError(f"{d.prm800k}: {len(rows)} labelled paths; config.eval.interval_problems={n_dev} of them "
+                        "are the dev set and training needs the rest")
+    self.dev_rows = [rows[i] for i in order[:n_dev]]
+    self.right_steps, self.wrong_steps, self.pairs = _prm800k_steps([rows[i] for i in np.sort(order[n_dev:])])
+    if not self.right_steps or not self.wrong_steps:
+      raise RecordError(f"{d.prm800k}: the critic's SFT needs steps rated 1 and rated -1 on the training paths; "
+                        f"found {len(self.right_steps)} and {len(self.wrong_steps)}")
+    if not self.pairs:
+      raise RecordError(f"{d.prm800k}: the sneaky generator's SFT needs a step rated 1 and one rated -1 after the "
+                        "same prefix; no training path has one")
+
+  def base_batch(self, step: int):
+    raise AssertionError("the loaded base is not trained (config.generator.steps=0)")
+
+  def critic_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
+    """n (prompt, verdict) rows, half on steps rated -1 and half on steps rated 1 (all kept)."""
+    seed, task = self.config.seed, self.task
+    items = (endless_shuffle(self.wrong_steps, seed, f"{stream}/wrong", step, n // 2)
+             + endless_shuffle(self.right_steps, seed, f"{stream}/right", step, n - n // 2))
+    return [(critic_step_prompt(task, it), task.answer_ids(templates.format_step_verdict(it.correct)))
+            for it in items], 1.0
+
+  def sneaky_sft_rows(self, stream: str, step: int, n: int) -> tuple[list[tuple[list[int], list[int]]], float]:
+    """n (prompt, "Error type: t\nStep: the step rated -1") rows on PRM800K's rewrite pairs."""
+    kind, task = self.config.data.prm800k_error_type, self.task
+    chosen = endless_shuffle(self.pairs, self.config.seed, stream, step, n)
+    return [(sneaky_prompt(task, item, self.error_types), task.answer_ids(templates.format_sneaky(kind, wrong)))
+            for item, wrong in chosen], 1.0
+
+  def game_positions(self, lm, base_params, round_index: int, n: int, mesh) -> tuple[list[StepItem], dict]:
+    """Up to n correct steps with their prefixes: a step of each of the base model's solutions that reach the
+    answer ("policy"), and correct steps on PRM800K paths ("prm800k"), in equal parts."""
+    task, config = self.task, self.config
+    stream = f"games/round{round_index}"
+    solvers = tuple(config.game.solvers)
+    rng = np.random.default_rng([config.seed, stream_id(stream)])
+    key = jax.random.fold_in(jax.random.key(config.seed), stream_id(stream))
+    per_solver = -(-n // len(solvers))
+    positions, stats = [], {"solutions": 0, "no_correct_step": 0}
+    for solver in solvers:
+      if solver == "prm800k":
+        positions += endless_shuffle(self.right_steps, config.seed, stream, 0, per_solver)
+        continue
+      found = []
+      for attempt in range(4):
+        problems = task.train_problems(config.seed, stream, attempt, 2 * per_solver)
+        steps = policy_steps(lm, base_params, task, problems, jax.random.fold_in(key, attempt),
+                             Sample(temperature=config.solutions.policy_temperature), config, mesh)
+        for problem, s in zip(problems, steps):
+          stats["solutions"] += 1
+          if not s or not task.is_complete(s) or not task.reward(problem, task.tokenizer.encode(
+              task.solution_text(s))):
+            stats["no_correct_step"] += 1  # cut off or wrong: which steps are right is not known
+            continue
+          k = int(rng.integers(len(s)))
+          found.append(StepItem(problem, tuple(s[:k]), s[k], True, "policy"))
+        if len(found) >= per_solver:
+          break
+      positions += found[:per_solver]
+    if len(positions) < n:
+      print(f"round {round_index}: the solvers {solvers} gave {len(positions)} correct steps to play on, fewer than "
+            f"config.game.games_per_round={n}; playing those")
+    stats["positions"] = min(n, len(positions))
+    order = rng.permutation(len(positions))[:n]
+    return [positions[i] for i in np.sort(order)], stats
+
+  def checker_validates(self, item: StepItem, rewritten: str) -> bool:
+    raise AssertionError("real data has no exact step checker (config.game.validator='completions')")
+
+  def heldout(self, lm, base_params, mesh) -> tuple[list[Solution], int]:
+    return heldout_solutions(self.records), 0
+
+  def dev(self, lm, base_params, mesh) -> list[Solution]:
+    return [Solution(MathProblem(r.solution.problem, r.ground_truth_answer or "", r.solution.id), r.solution.steps,
+                     r.solution.label, "prm800k") for r in self.dev_rows]
+
+
+def _prm800k_steps(rows) -> tuple[list[StepItem], list[StepItem], list[tuple[StepItem, str]]]:
+  """(right steps, wrong steps, rewrite pairs) on PRM800K's labelled paths, each step after a right prefix."""
+  right, wrong, pairs = [], [], []
+  for r in rows:
+    problem = MathProblem(r.solution.problem, r.ground_truth_answer or "", r.solution.id)
+    steps, label = r.solution.steps, r.solution.label
+    for k, (step, options) in enumerate(zip(steps, r.options)):
+      prefix = tuple(steps[:k])
+      (wrong if k == label else right).append(StepItem(problem, prefix, step, k != label, "prm800k"))
+      good = [t for t, rating in options if rating == 1]
+      if good:
+        pairs += [(StepItem(problem, prefix, good[0], True, "prm800k"), t) for t, rating in options if rating == -1]
+      if k == label:
+        break
+  return right, wrong, pairs
+
+
+def spc_data(task, config):
+  """The source config.task.name asks for, its files read and checked."""
+  if config.task.name == "arith":
+    return BuiltinSPCData(task, config)
+  return FileSPCData(task, config)

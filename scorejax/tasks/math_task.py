@@ -10,6 +10,7 @@ Carlo estimation, never from the task.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 
@@ -128,6 +129,16 @@ class MathTask(TurnsTask):
   def is_complete(self, steps: Sequence[str]) -> bool:
     """The last step states a final answer (\\boxed{}, "The final answer is", PRM800K's "# Answer", ...)."""
     return bool(steps) and answers.extract_final_answer(steps[-1]) is not None
+
+  @functools.cached_property
+  def step_stop_ids(self) -> tuple[int, ...]:
+    """What ends one sampled step (step-level search): the answer's stop tokens, then every token whose text
+    holds a paragraph break (a BPE vocabulary merges "\n\n" with what comes before it)."""
+    breaks = [i for i in range(self.tokenizer.vocab_size) if "\n\n" in self.tokenizer.decode([i])]
+    if not breaks:
+      raise ValueError(f"the tokenizer in {self.config.tokenizer_dir} has no token holding a paragraph break "
+                       "('\\n\\n'): step-level search could not stop at the end of a step")
+    return (*self.stop_ids, *[i for i in breaks if i not in self.stop_ids])
 
   def prefix_ids(self, steps: Sequence[str]) -> list[int]:
     """The first steps of an answer as tokens, each closed by its blank line: a completion continues them."""

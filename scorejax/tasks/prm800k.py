@@ -40,6 +40,9 @@ class Prm800kSolution:
   ratings: tuple[int | None, ...]  # labeler rating of each step on the path
   finish_reason: str
   ground_truth_answer: str | None
+  # At each step of the path, every rated alternative the labeler saw there ((text, rating), the path's own
+  # step among them): a step rated 1 and one rated -1 after the same prefix are a right step and a wrong one.
+  options: tuple[tuple[tuple[str, int | None], ...], ...] = ()
 
 
 def _completion(entry, where: str, what: str) -> tuple[str, int | None]:
@@ -52,8 +55,8 @@ def _completion(entry, where: str, what: str) -> tuple[str, int | None]:
   return text, rating
 
 
-def _path(steps: Sequence, where: str) -> tuple[list[str], list[int | None]]:
-  texts, ratings = [], []
+def _path(steps: Sequence, where: str) -> tuple[list[str], list[int | None], list[tuple]]:
+  texts, ratings, options = [], [], []
   for i, step in enumerate(steps):
     at = f"{where}: label.steps[{i}]"
     if not isinstance(step, dict):
@@ -61,6 +64,8 @@ def _path(steps: Sequence, where: str) -> tuple[list[str], list[int | None]]:
     completions = field(step, "completions", list, at, optional=True) or []
     chosen = field(step, "chosen_completion", int, at, optional=True)
     human = step.get("human_completion")
+    rated = [_completion(c, at, f"completions[{j}]") for j, c in enumerate(completions)]
+    seen = rated + ([_completion(human, at, "human_completion")] if human is not None else [])
     if chosen is not None:
       if not 0 <= chosen < len(completions):
         raise RecordError(
@@ -70,7 +75,6 @@ def _path(steps: Sequence, where: str) -> tuple[list[str], list[int | None]]:
     elif human is not None:
       text, rating = _completion(human, at, "human_completion")
     else:
-      rated = [_completion(c, at, f"completions[{j}]") for j, c in enumerate(completions)]
       errors = [(t, r) for t, r in rated if r == -1]
       if len(rated) == 1:
         text, rating = rated[0]  # nothing to choose between: the one rated step is the path
@@ -80,9 +84,10 @@ def _path(steps: Sequence, where: str) -> tuple[list[str], list[int | None]]:
         break  # the labeler stopped among alternatives without choosing: the path ends
     texts.append(text)
     ratings.append(rating)
+    options.append(tuple(r for r in seen if r[1] is not None))
     if rating == -1:
       break  # nothing after the first error is part of the labelled path
-  return texts, ratings
+  return texts, ratings, options
 
 
 def parse_row(
@@ -98,7 +103,7 @@ def parse_row(
   problem = field(question, "problem", str, f"{where}: question")
   steps = field(label, "steps", list, f"{where}: label")
   finish_reason = field(label, "finish_reason", str, f"{where}: label")
-  texts, ratings = _path(steps, where)
+  texts, ratings, options = _path(steps, where)
   bad = {-1, 0} if neutral_is_error else {-1}
   first_error = next((i for i, r in enumerate(ratings) if r in bad), -1)
   truth = field(question, "ground_truth_answer", str, f"{where}: question", optional=True)
@@ -117,7 +122,7 @@ def parse_row(
       label=first_error,
       subset=subset,
   )
-  return Prm800kSolution(solution, tuple(ratings), finish_reason, truth)
+  return Prm800kSolution(solution, tuple(ratings), finish_reason, truth, tuple(options))
 
 
 def read_prm800k(
