@@ -151,6 +151,11 @@ def config_with(config_file: str, arg: str, overrides: dict):
   return set_keys(config_module(config_file).get_config(arg), overrides)
 
 
+def config_flags(overrides: dict) -> list[str]:
+  """`--config.key=value` flags of dotted-key overrides (a tuple written as Python, as the flags parse it)."""
+  return [f"--config.{k}={repr(v) if isinstance(v, tuple) else v}" for k, v in overrides.items()]
+
+
 def main_env() -> dict:
   """A `python -m scorejax.main` subprocess's environment: one CPU device, whatever the test process has."""
   return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")

@@ -11,12 +11,12 @@ sample chosen from the prompt it answers) shows what each source writes.
 import json
 import os
 import re
-import signal
 
 import jax
 import pytest
 from hf_fixtures import (
   PROBLEMS,
+  config_flags,
   config_with,
   math_file,
   processbench_files,
@@ -73,15 +73,6 @@ def qwen_config(assets, arg="", **extra):
   return config_with("qwen_critique_loop.py", arg, dict(tiny_overrides(assets), **extra))
 
 
-@pytest.fixture(autouse=True)
-def keep_sigterm():
-  handler = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, handler)
-
-
-def _flag(value) -> str:
-  return repr(value) if isinstance(value, tuple) else str(value)
 
 
 # ----------------------------------------------------------------------------
@@ -199,7 +190,7 @@ def test_an_rg3_rewrite_that_does_not_parse_is_counted_and_left_out(assets, monk
 
 def test_main_vanilla_self_improvement_on_real_data_files(assets, tmp_path):
   overrides = dict(tiny_overrides(assets), **{"self_improve.iterations": 1})
-  args = [f"--config.{k}={_flag(v)}" for k, v in overrides.items()]
+  args = config_flags(overrides)
   proc = run_main(["--config=configs/qwen_critique_loop.py:math,vanilla_si", *args], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / "eval.json").read_text())

@@ -7,7 +7,6 @@ critiques, PRM800K rows and MATH problems, each a few records.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 from hf_fixtures import (
   PROBLEMS,
   ROOT,
+  config_flags,
   config_with,
   math_file,
   processbench_files,
@@ -90,19 +90,10 @@ def qwen_config(assets, arg="", **extra):
   return config_with("qwen_deepcritic.py", arg, dict(tiny_overrides(assets), **extra))
 
 
-@pytest.fixture(autouse=True)
-def keep_sigterm():
-  handler = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, handler)
-
-
-def _flag(value) -> str:
-  return repr(value) if isinstance(value, tuple) else str(value)
 
 
 def test_main_on_real_data_files_writes_every_table(assets, tmp_path):
-  args = [f"--config.{k}={_flag(v)}" for k, v in tiny_overrides(assets).items()]
+  args = config_flags(tiny_overrides(assets))
   proc = subprocess.run([sys.executable, "-m", "scorejax.main", "--config=configs/qwen_deepcritic.py",
                          f"--workdir={tmp_path}", *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
                         env=dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu"))

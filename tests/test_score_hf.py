@@ -6,7 +6,6 @@ here on the test texts, carrying a Qwen-style chat template.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -74,13 +73,6 @@ def task_config(assets, **overrides):
   c.update(overrides)
   return c
 
-
-@pytest.fixture(autouse=True)
-def keep_sigterm():
-  """phases.PhaseRunner installs a SIGTERM handler; give pytest its own back."""
-  handler = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, handler)
 
 
 def tiny_overrides(assets) -> dict:

@@ -9,11 +9,11 @@ run says so and trains neither role in RL rounds.
 
 import json
 import os
-import signal
 
 import pytest
 from hf_fixtures import (
   PROBLEMS,
+  config_flags,
   config_module,
   config_with,
   math_file,
@@ -88,15 +88,6 @@ def qwen_config(assets, arg="", **extra):
   return config_with("qwen_spc.py", arg, dict(tiny_overrides(assets), **extra))
 
 
-@pytest.fixture(autouse=True)
-def keep_sigterm():
-  handler = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, handler)
-
-
-def _flag(value) -> str:
-  return repr(value) if isinstance(value, tuple) else str(value)
 
 
 def test_prm800k_keeps_each_steps_rated_alternatives(assets):
@@ -155,7 +146,7 @@ def test_game_positions_from_the_bases_right_solutions_and_prm800k(assets, monke
 
 def test_main_on_real_data_files(assets, tmp_path):
   overrides = dict(tiny_overrides(assets), **{"game.rounds": 1})
-  args = [f"--config.{k}={_flag(v)}" for k, v in overrides.items()]
+  args = config_flags(overrides)
   proc = run_main(["--config=configs/qwen_spc.py", *args], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / "eval.json").read_text())
