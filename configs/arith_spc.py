@@ -20,15 +20,6 @@ from scorejax import config_blocks
 from scorejax.tasks.arith import ERROR_TYPES
 
 
-def _role(max_new_tokens: int, sft_steps: int, rl_learning_rate: float) -> ml_collections.ConfigDict:
-  r = ml_collections.ConfigDict()
-  r.hf_dir = ""  # empty: starts from the base model; a directory: the role's own HF checkpoint (same tokenizer)
-  r.max_new_tokens = max_new_tokens  # budget of one output
-  r.sft = ml_collections.ConfigDict(dict(steps=sft_steps, batch_size=32, learning_rate=1e-3, warmup_steps=30))
-  r.rl_learning_rate = rl_learning_rate
-  return r
-
-
 def get_config(arg: str = ""):
   # eval_size: held-out problems, one solution per held-out generator each (>= 1,000 steps)
   c = config_blocks.built_in_run("spc", eval_size=250)
@@ -60,8 +51,8 @@ def get_config(arg: str = ""):
   c.annotator.carry_blind_rate = 0.5  # per carrying step: its redo drops the carry
 
   c.roles = ml_collections.ConfigDict()
-  c.roles.critic = _role(max_new_tokens=64, sft_steps=300, rl_learning_rate=1e-4)
-  c.roles.sneaky = _role(max_new_tokens=48, sft_steps=200, rl_learning_rate=3e-5)
+  c.roles.critic = config_blocks.spc_role(64, 1e-4, steps=300, batch_size=32, learning_rate=1e-3, warmup_steps=30)
+  c.roles.sneaky = config_blocks.spc_role(48, 3e-5, steps=200, batch_size=32, learning_rate=1e-3, warmup_steps=30)
 
   c.game = ml_collections.ConfigDict()
   c.game.rounds = 2  # RL rounds after round 0

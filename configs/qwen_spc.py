@@ -46,15 +46,6 @@ ERROR_TYPES = ("calculation error", "wrong formula or theorem", "misread conditi
 HOSTS = ("tpu", "gpu")
 
 
-def _role(max_new_tokens: int, rl_learning_rate: float) -> ml_collections.ConfigDict:
-  r = ml_collections.ConfigDict()
-  r.hf_dir = ""  # empty: starts from the base checkpoint; a directory: the role's own (same tokenizer)
-  r.max_new_tokens = max_new_tokens  # budget of one output
-  r.sft = ml_collections.ConfigDict(dict(steps=200, batch_size=64, learning_rate=1e-5, warmup_steps=10))
-  r.rl_learning_rate = rl_learning_rate
-  return r
-
-
 def get_config(arg: str = ""):
   parts = [p for p in arg.split(",") if p]
   hosts = [p for p in parts if p in HOSTS]
@@ -94,8 +85,9 @@ def get_config(arg: str = ""):
   c.solutions.policy_temperature = 1.0  # the base model's solutions the games are played on
 
   c.roles = ml_collections.ConfigDict()
-  c.roles.critic = _role(max_new_tokens=512, rl_learning_rate=2e-6)  # an analysis, then <Answer>...</Answer>
-  c.roles.sneaky = _role(max_new_tokens=256, rl_learning_rate=1e-6)  # an error type, then one step
+  # Output budgets: the critic's analysis and verdict; the sneaky generator's error type and one step.
+  c.roles.critic = config_blocks.spc_role(512, 2e-6, steps=200, batch_size=64, learning_rate=1e-5, warmup_steps=10)
+  c.roles.sneaky = config_blocks.spc_role(256, 1e-6, steps=200, batch_size=64, learning_rate=1e-5, warmup_steps=10)
 
   c.game = ml_collections.ConfigDict()
   c.game.rounds = 2  # RL rounds after round 0

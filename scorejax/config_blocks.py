@@ -133,6 +133,17 @@ def critique_loop_variants() -> dict[str, Callable]:
   return {"vanilla_si": vanilla_si, "no_filter": no_filter}
 
 
+def spc_role(max_new_tokens: int, rl_learning_rate: float, **sft) -> ml_collections.ConfigDict:
+  """One SPC role: its own checkpoint or the base, its output budget, its round-0 SFT (steps, batch_size,
+  learning_rate, warmup_steps) and its offline-RL learning rate."""
+  r = ml_collections.ConfigDict()
+  r.hf_dir = ""  # empty: starts from the base model; a directory: the role's own HF checkpoint (same tokenizer)
+  r.max_new_tokens = max_new_tokens  # budget of one output
+  r.sft = ml_collections.ConfigDict(sft)
+  r.rl_learning_rate = rl_learning_rate
+  return r
+
+
 def spc_variants() -> dict[str, Callable]:
   """SPC's ablations, the same on the built-in task and on real data."""
   def unbalanced(c):  # every decided game kept, whichever side wins more

@@ -96,6 +96,16 @@ class StepItem:
   solution: int = -1  # index of its solution in the held-out list (first-error F1 reads whole solutions)
 
 
+def _at_most(positions: list[StepItem], n: int, rng, stats: dict, who: str) -> tuple[list[StepItem], dict]:
+  """n of the game positions drawn at random (in their order), or all of them and a word when there are fewer."""
+  if len(positions) < n:
+    print(f"{who} gave {len(positions)} correct steps to play on, fewer than config.game.games_per_round={n}; "
+          "playing those")
+  stats["positions"] = min(n, len(positions))
+  order = rng.permutation(len(positions))[:n]
+  return [positions[i] for i in np.sort(order)], stats
+
+
 def critic_step_prompt(task, item: StepItem) -> list[int]:
   return task.messages_ids(templates.step_critic_messages(task.templates, item.problem.text, item.previous,
                                                           item.step))
@@ -279,12 +289,7 @@ class BuiltinSPCData:
           k = int(rng.integers(correct))
           positions.append(StepItem(problem, tuple(s[:k]), s[k], True, solver))
       attempt += 1
-    if len(positions) < n:
-      print(f"round {round_index}: the solvers {solvers} gave {len(positions)} correct steps to play on, fewer than "
-            f"config.game.games_per_round={n}; playing those")
-    stats["positions"] = min(n, len(positions))
-    order = rng.permutation(len(positions))[:n]
-    return [positions[i] for i in np.sort(order)], stats
+    return _at_most(positions, n, rng, stats, f"round {round_index}: the solvers {solvers}")
 
   def policy_solutions(self, lm, base_params, problems, key, mesh) -> list[tuple[str, ...]]:
     task = self.task
@@ -399,12 +404,7 @@ class FileSPCData:
         if len(found) >= per_solver:
           break
       positions += found[:per_solver]
-    if len(positions) < n:
-      print(f"round {round_index}: the solvers {solvers} gave {len(positions)} correct steps to play on, fewer than "
-            f"config.game.games_per_round={n}; playing those")
-    stats["positions"] = min(n, len(positions))
-    order = rng.permutation(len(positions))[:n]
-    return [positions[i] for i in np.sort(order)], stats
+    return _at_most(positions, n, rng, stats, f"round {round_index}: the solvers {solvers}")
 
   def checker_validates(self, item: StepItem, rewritten: str) -> bool:
     raise AssertionError("real data has no exact step checker (config.game.validator='completions')")
