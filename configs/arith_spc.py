@@ -75,17 +75,7 @@ def get_config(arg: str = ""):
   c.game.min_kept_games = 32  # balance fallback when one side wins nearly everything
   c.game.critic_lag = 0  # 0: the sneaky generator plays the latest critic; k: the critic of k rounds before
 
-  c.rl = ml_collections.ConfigDict()  # offline RL on each round's records (objectives/spc.py)
-  c.rl.epochs = 3  # passes over the round's records (the released critic RL: 3)
-  c.rl.batch_size = 32  # game records per step
-  c.rl.sft_batch_size = 8  # round-0 SFT rows per step, for the 0.15 x SFT term
-  c.rl.warmup_steps = 5
-  c.rl.grad_clip_norm = 1.0
-  c.rl.clip_eps = 0.2
-  c.rl.sft_coef = 0.15
-  # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
-  # commented out, so the released run applied none.
-  c.rl.kl_coef = 0.0
+  c.rl = config_blocks.spc_offline_rl(batch_size=32, sft_batch_size=8)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 400  # rows decoded together

@@ -144,6 +144,22 @@ def spc_role(max_new_tokens: int, rl_learning_rate: float, **sft) -> ml_collecti
   return r
 
 
+def spc_offline_rl(batch_size: int, sft_batch_size: int) -> ml_collections.ConfigDict:
+  """SPC's offline RL on each round's records (objectives/spc.py), with the spec's clip, SFT term and KL."""
+  rl = ml_collections.ConfigDict()
+  rl.epochs = 3  # passes over the round's records (the released critic RL: 3)
+  rl.batch_size = batch_size  # game records per step
+  rl.sft_batch_size = sft_batch_size  # round-0 SFT rows per step, for the 0.15 x SFT term
+  rl.warmup_steps = 5
+  rl.grad_clip_norm = 1.0
+  rl.clip_eps = 0.2
+  rl.sft_coef = 0.15
+  # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
+  # commented out, so the released run applied none.
+  rl.kl_coef = 0.0
+  return rl
+
+
 def spc_variants() -> dict[str, Callable]:
   """SPC's ablations, the same on the built-in task and on real data."""
   def unbalanced(c):  # every decided game kept, whichever side wins more

@@ -256,10 +256,12 @@ class Attention(nnx.Module):
       v_all = jax.lax.dynamic_update_slice(v_all, v_BxKxTxH[None].astype(v_all.dtype), start)
       k_BxKxSxH, v_BxKxSxH, new_kv = k_all[layer], v_all[layer], (k_all, v_all)
 
+    # Heads lead, tokens and features trail, in both products: on the CPU a batched matmul in this layout
+    # runs 2x faster forward (and its gradient 1.3x) than with the tokens between the batch and the heads.
     groups = c.n_heads // c.n_kv_heads
-    q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim)
+    q_BxKxGxTxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim).transpose(0, 2, 3, 1, 4)
     scores_BxKxGxTxS = jnp.einsum(
-        "btkgh,bksh->bkgts", q_BxTxKxGxH, k_BxKxSxH.astype(q_BxTxKxGxH.dtype),
+        "bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH.astype(q_BxKxGxTxH.dtype),
         preferred_element_type=jnp.float32)
     if c.query_pre_attn_scalar is None:
       scores_BxKxGxTxS = scores_BxKxGxTxS / math.sqrt(c.head_dim)
@@ -268,8 +270,9 @@ class Attention(nnx.Module):
     scores_BxKxGxTxS = softcap(scores_BxKxGxTxS, c.attn_logit_softcap)
     scores_BxKxGxTxS = jnp.where(attn_BxTxS[:, None, None], scores_BxKxGxTxS, _MASKED)
     probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
-    out_BxTxKxGxH = jnp.einsum("bkgts,bksh->btkgh", probs_BxKxGxTxS, v_BxKxSxH)
-    out_BxTxD = self.o_proj(out_BxTxKxGxH.reshape(b, t, c.n_heads * c.head_dim), dropout_seed_B)
+    out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs_BxKxGxTxS, v_BxKxSxH)
+    out_BxTxD = self.o_proj(out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(b, t, c.n_heads * c.head_dim),
+                            dropout_seed_B)
     return out_BxTxD, new_kv
 
 
