@@ -256,8 +256,8 @@ class Attention(nnx.Module):
       v_all = jax.lax.dynamic_update_slice(v_all, v_BxKxTxH[None].astype(v_all.dtype), start)
       k_BxKxSxH, v_BxKxSxH, new_kv = k_all[layer], v_all[layer], (k_all, v_all)
 
-    # Heads lead, tokens and features trail, in both products: on the CPU a batched matmul in this layout
-    # runs 2x faster forward (and its gradient 1.3x) than with the tokens between the batch and the heads.
+    # Heads lead, tokens and features trail, in both products: on a 2-core CPU (B 32, T 256) this block then
+    # runs 1.5x faster forward and 1.3x forward + backward than with the tokens between the batch and heads.
     groups = c.n_heads // c.n_kv_heads
     q_BxKxGxTxH = q_BxTxNxH.reshape(b, t, c.n_kv_heads, groups, c.head_dim).transpose(0, 2, 3, 1, 4)
     scores_BxKxGxTxS = jnp.einsum(
