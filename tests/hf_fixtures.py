@@ -119,6 +119,13 @@ def save_hf_model(family: str, path: str, seed: int = 0, **overrides) -> str:
   return str(path)
 
 
+def tiny_qwen(hf_dir, corpus) -> str:
+  """A tiny random Qwen2 with a byte-level BPE trained on `corpus` and the chat template's words; returns its
+  directory."""
+  vocab = save_bpe_tokenizer(hf_dir, [*corpus, "system user assistant You are a helpful assistant."])
+  return save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
+
+
 def padded_batch(vocab_size: int, seed: int = 0):
   """tokens, positions, mask [3, 12]: a full row and two left-padded rows."""
   rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ import json
 import ml_collections
 import numpy as np
 import pytest
-from hf_fixtures import config_with, run_main, save_bpe_tokenizer, save_hf_model
+from hf_fixtures import config_with, run_main, tiny_qwen
 
 from scorejax import evaluate
 from scorejax.config_blocks import sandbox as sandbox_block
@@ -174,11 +174,10 @@ def assets(tmp_path_factory):
   root = tmp_path_factory.mktemp("code")
   hf_dir = root / "qwen"
   ts = templates.get_templates("code")
-  corpus = [ts.solve, ts.self_correct, "system user assistant You are a helpful assistant.",
+  corpus = [ts.solve, ts.self_correct,
             *[r["text"] + r["code"] + " ".join(r["test_list"]) for r in [ADD, SQUARE, USES_SETUP]],
             *[r["prompt"] + r["canonical_solution"] + r["test"] for r in HUMANEVAL]]
-  vocab = save_bpe_tokenizer(hf_dir, corpus)
-  save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
+  tiny_qwen(hf_dir, corpus)
   mbpp = write_jsonl(root / "mbpp.jsonl", [ADD, SQUARE, USES_SETUP] + TRAIN)
   repairs = write_jsonl(root / "mbpp_r.jsonl", [
       {"task_id": 11, "completion": fenced("def add(a, b):\n  return a - b")},

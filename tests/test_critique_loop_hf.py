@@ -21,9 +21,8 @@ from hf_fixtures import (
   math_file,
   processbench_files,
   run_main,
-  save_bpe_tokenizer,
-  save_hf_model,
   solution_steps,
+  tiny_qwen,
 )
 
 from scorejax.experiments import critique_data as cd
@@ -43,11 +42,9 @@ def assets(tmp_path_factory):
   ts = templates.get_templates("deepcritic")
   corpus = [ts.solve, ts.critique, ts.refine, ts.annotate, ts.sneaky, " ".join(ERROR_TYPES),
             " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS),
-            "Step 1: right. wrong. \\boxed{-1} \\boxed{2} Error type: Step:",
-            "system user assistant You are a helpful assistant."]
+            "Step 1: right. wrong. \\boxed{-1} \\boxed{2} Error type: Step:"]
   hf_dir = root / "qwen"
-  vocab = save_bpe_tokenizer(hf_dir, corpus)
-  save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
+  tiny_qwen(hf_dir, corpus)
   return {"model.hf_dir": str(hf_dir), "data.processbench": tuple(processbench_files(root)),
           "task.train_path": math_file(root, "train.jsonl"), "task.eval_path": math_file(root, "test.jsonl")}
 

@@ -18,9 +18,8 @@ from hf_fixtures import (
   config_with,
   math_file,
   processbench_files,
-  save_bpe_tokenizer,
-  save_hf_model,
   solution_steps,
+  tiny_qwen,
   write_jsonl,
 )
 
@@ -66,11 +65,11 @@ def _prm800k(root):
 def assets(tmp_path_factory):
   root = tmp_path_factory.mktemp("dc_hf")
   ts = templates.get_templates("deepcritic")
-  corpus = [ts.solve, ts.critique, ts.refine, ts.self_correct, " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS),
-            "Step 1: right. wrong. \\boxed{-1} \\boxed{2} # Answer", "system user assistant You are a helpful assistant."]
+  corpus = [ts.solve, ts.critique, ts.refine, ts.self_correct,
+            " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS),
+            "Step 1: right. wrong. \\boxed{-1} \\boxed{2} # Answer"]
   hf_dir = root / "qwen"
-  vocab = save_bpe_tokenizer(hf_dir, corpus)
-  save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
+  tiny_qwen(hf_dir, corpus)
   return {"model.hf_dir": str(hf_dir), "data.processbench": tuple(processbench_files(root)),
           "data.seed_critiques": _seed_critiques(root), "data.prm800k": _prm800k(root),
           "task.eval_path": math_file(root, "math500.jsonl"), "train": math_file(root, "train.jsonl")}

@@ -19,9 +19,8 @@ from hf_fixtures import (
   math_file,
   processbench_files,
   run_main,
-  save_bpe_tokenizer,
-  save_hf_model,
   solution_steps,
+  tiny_qwen,
   write_jsonl,
 )
 
@@ -60,12 +59,10 @@ def assets(tmp_path_factory):
   root = tmp_path_factory.mktemp("spc_hf")
   ts = templates.get_templates("math")
   corpus = [ts.solve, ts.step_critic, ts.sneaky, templates.CORRECT_VERDICT, templates.INCORRECT_VERDICT,
-            " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS), "Error type: logical error Step: # Answer",
-            "system user assistant You are a helpful assistant."]
+            " ".join(" ".join(solution_steps(q, a)) for q, a in PROBLEMS), "Error type: logical error Step: # Answer"]
   corpus += [f"{step}\n\n" for q, a in PROBLEMS for step in solution_steps(q, a)]  # a step then its break
   hf_dir = root / "qwen"
-  vocab = save_bpe_tokenizer(hf_dir, corpus)
-  save_hf_model("qwen2", hf_dir, vocab_size=vocab, eos_token_id=2, max_position_embeddings=1024)
+  tiny_qwen(hf_dir, corpus)
   return {"model.hf_dir": str(hf_dir), "data.processbench": tuple(processbench_files(root)),
           "data.prm800k": _prm800k(root), "task.train_path": math_file(root, "train.jsonl"),
           "task.eval_path": math_file(root, "test.jsonl")}
