@@ -71,7 +71,8 @@ def ynnpack_is_slow_here() -> bool:
       cpuinfo = f.read()
   except OSError:  # not Linux: leave XLA's defaults
     return False
-  return x86_without_avx512(cpuinfo, platform.machine()) and knows_the_flag(_jaxlib_version()) and not accelerator_installed()
+  return (x86_without_avx512(cpuinfo, platform.machine()) and knows_the_flag(_jaxlib_version())
+          and not accelerator_installed())
 
 
 def apply() -> None:
