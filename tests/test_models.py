@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hf_fixtures import build_hf_model, hf_logits, padded_batch
-from scorejax.models import LM, ModelConfig, hf, tiny_arith
+from scorejax.models import LM, ModelConfig, hf, tiny_arith, transformer
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]
 
@@ -109,6 +109,21 @@ def test_remat_gives_identical_gradients():
 
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                grads(config), grads(config.replace(remat=True)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_projection_gradients_equal_autodiffs_of_a_plain_dot(dtype):
+  """`project` only reorders the weight-gradient matmul: both its gradients equal jnp.dot's, in x's dtype."""
+  x_BxTxI = jax.random.normal(jax.random.key(0), (3, 5, 8)).astype(dtype)
+  w_IxO = jax.random.normal(jax.random.key(1), (8, 6)).astype(dtype)
+  cotangent = jax.random.normal(jax.random.key(2), (3, 5, 6)).astype(dtype)
+  ours = jax.vjp(transformer.project, x_BxTxI, w_IxO)
+  plain = jax.vjp(jnp.dot, x_BxTxI, w_IxO)
+  np.testing.assert_array_equal(ours[0], plain[0])
+  tol = 1e-6 if dtype == "float32" else 2e-2
+  for got, want in zip(ours[1](cotangent), plain[1](cotangent)):
+    assert got.dtype == want.dtype == jnp.dtype(dtype) and got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
 
 
 def test_bf16_compute_gives_fp32_logits_close_to_fp32():
