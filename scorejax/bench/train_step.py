@@ -1,14 +1,19 @@
 """Benchmark: throughput and FLOP utilization of a full train step.
 
-  python -m scorejax.bench train_step [--out=FILE.json] [--d_model=768 --n_layers=12 ...]
+  python -m scorejax.bench train_step [--dtypes=float32,bfloat16] [--out=FILE.json] [--d_model=768 ...]
 
-One run measures, on the same machine and in the same process: the peak
-FLOP/s of a large fp32 matmul (the best this backend does on dense work), and
-a full train step (forward, backward, AdamW update; SFT loss with chunked
-log-probs) of a Qwen2-architecture model of about 100M parameters. The
-achieved FLOP/s count the model FLOPs per token (6 N for the matmuls with
-parameters plus 12 L D T for attention scores and values, the usual MFU
-convention) divided by the measured step time.
+One run measures, on the same machine and in the same process, for each
+compute dtype: the peak FLOP/s of a large matmul in that dtype (the best this
+backend does on dense work), and a full train step (forward, backward, AdamW
+update; SFT loss with chunked log-probs) of a Qwen2-architecture model of
+about 100M parameters computing in that dtype (parameters and optimizer state
+stay fp32, log-probs are fp32). The achieved FLOP/s count the model FLOPs per
+token (6 N for the matmuls with parameters plus 12 L D T for attention scores
+and values, the usual MFU convention) divided by the measured step time.
+Where PyTorch is installed, the same matmul in PyTorch is measured too, a peer
+for what this machine's own kernels reach in each dtype (on CPU, XLA computes
+a bf16 dot as an fp32 one between converts). With several dtypes the JSON's
+top level holds the first one's figures and `by_dtype` holds each.
 """
 
 from __future__ import annotations
@@ -43,19 +48,46 @@ def parse_args(argv):
   p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
   p.add_argument("--matmul", type=int, default=3072, help="size n of the n x n x n peak matmul")
   p.add_argument("--remat", action="store_true")
-  return p.parse_args(argv)
+  p.add_argument("--dtypes", default="float32",
+                 help="comma-separated compute dtypes to measure, each against its own matmul peak: float32, bfloat16")
+  args = p.parse_args(argv)
+  args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+  for dtype in args.dtypes:
+    if dtype not in _DTYPES:
+      p.error(f"--dtypes: {dtype!r} is not one of {', '.join(_DTYPES)}")
+  return args
 
 
-def matmul_peak_flops(n: int, repeats: int = 5) -> float:
-  """Best FLOP/s of an n x n x n fp32 matmul."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def matmul_peak_flops(n: int, dtype=jnp.float32, repeats: int = 5) -> float:
+  """Best FLOP/s of an n x n x n matmul with operands and result in `dtype`."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   f = jax.jit(jnp.matmul)
   f(a, b).block_until_ready()
   best = float("inf")
   for _ in range(repeats):
     t = time.perf_counter()
     f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def torch_matmul_peak_flops(n: int, dtype: str, repeats: int = 5) -> float | None:
+  """The same matmul's best FLOP/s in PyTorch (a peer for what this CPU's kernels reach), None without torch."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  a = torch.randn(n, n, dtype=getattr(torch, dtype))
+  b = torch.randn(n, n, dtype=getattr(torch, dtype))
+  a @ b
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    a @ b
     best = min(best, time.perf_counter() - t)
   return 2 * n**3 / best
 
@@ -80,11 +112,18 @@ def sft_loss(lm: LM, chunk: int):
 
 
 def run(args) -> dict:
-  peak = matmul_peak_flops(args.matmul)
+  by_dtype = {dtype: run_dtype(args, dtype) for dtype in args.dtypes}
+  first = by_dtype[args.dtypes[0]]
+  return first if len(by_dtype) == 1 else {**first, "by_dtype": by_dtype}
+
+
+def run_dtype(args, dtype: str) -> dict:
+  """The matmul peak and the train step's figures with activations computed in `dtype`."""
+  peak = matmul_peak_flops(args.matmul, _DTYPES[dtype])
   config = ModelConfig(
       family="qwen2", vocab_size=args.vocab, d_model=args.d_model, n_layers=args.n_layers,
       n_heads=args.n_heads, n_kv_heads=args.n_kv_heads, head_dim=args.d_model // args.n_heads,
-      d_ff=args.d_ff, qkv_bias=True, tie_embeddings=True, remat=args.remat)
+      d_ff=args.d_ff, qkv_bias=True, tie_embeddings=True, remat=args.remat, dtype=dtype)
   lm = LM.from_config(config)
   mesh = parallel.make_mesh({"data": -1})
   optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-4))
@@ -107,23 +146,26 @@ def run(args) -> dict:
   tokens = args.batch * args.seq
   achieved = model_flops_per_token(config, args.seq) * tokens / step_s
   return {
-      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(), "dtype": dtype,
       "params": config.num_params(), "batch": args.batch, "seq": args.seq,
       "step_s": step_s, "first_step_s": compile_and_first_s,
       "tokens_per_s": tokens / step_s,
       "achieved_flops_per_s": achieved,
       "matmul_peak_flops_per_s": peak,
       "fraction_of_peak": achieved / peak,
+      "torch_matmul_peak_flops_per_s": torch_matmul_peak_flops(args.matmul, dtype),
       "loss": float(metrics["loss"]),
   }
 
 
 def _table(result: dict) -> str:
-  lines = [f"{'metric':<26}{'value':>16}"]
+  by_dtype = result.get("by_dtype", {result["dtype"]: result})
+  lines = [f"{'metric':<26}" + "".join(f"{dtype:>16}" for dtype in by_dtype)]
   for key in ("params", "batch", "seq", "step_s", "tokens_per_s", "achieved_flops_per_s",
-              "matmul_peak_flops_per_s", "fraction_of_peak"):
-    value = result[key]
-    lines.append(f"{key:<26}{value:>16.4g}" if isinstance(value, float) else f"{key:<26}{value:>16}")
+              "matmul_peak_flops_per_s", "fraction_of_peak", "torch_matmul_peak_flops_per_s", "loss"):
+    values = [figures[key] for figures in by_dtype.values()]
+    values = ["-" if v is None else v for v in values]
+    lines.append(f"{key:<26}" + "".join(f"{v:>16.4g}" if isinstance(v, float) else f"{v:>16}" for v in values))
   return "\n".join(lines)
 
 
