@@ -31,6 +31,9 @@ def test_tiny_run_writes_consistent_figures(tmp_path, capsys):
   # The prefill is timed on its own (a one-token generation); the decode step is the rest per step.
   assert math.isclose(r["scorejax_decode_step_s"], (r["scorejax_s"] - r["scorejax_prefill_s"]) / 7)
   assert r["hf_prefill_s"] > 0 and r["group8_prefill_ratio"] > 0
+  # Both turn-2 prefills are timed on their own (one-token attempts 2), so neither can come out negative.
+  assert r["turn2_turn_prefill_s"] > 0 and r["turn2_context_prefill_s"] > 0
+  assert math.isclose(r["turn2_decode_s"], r["turn2_reprefill_s"] - r["turn2_context_prefill_s"])
   assert set(r["shapes"]) == {"default"} and r["min_ratio_vs_hf"] == r["ratio_vs_hf"]
   table = capsys.readouterr().out
   assert "ratio vs transformers" in table and "reuse / re-prefill" in table
