@@ -292,12 +292,8 @@ class BuiltinSPCData:
     return _at_most(positions, n, rng, stats, f"round {round_index}: the solvers {solvers}")
 
   def policy_solutions(self, lm, base_params, problems, key, mesh) -> list[tuple[str, ...]]:
-    task = self.task
-    ids, _ = sample_batched(lm, base_params, [task.prompt_ids(p) for p in problems], key,
-                            Sample(temperature=self.config.solutions.policy_temperature),
-                            answer_sampler(task, self.config), mesh, pad_id=task.tokenizer.pad_id,
-                            batch_size=self.config.eval.batch_size)
-    return [task.steps(task.text(i)) for i in ids]
+    return policy_steps(lm, base_params, self.task, problems, key,
+                        Sample(temperature=self.config.solutions.policy_temperature), self.config, mesh)
 
   def checker_validates(self, item: StepItem, rewritten: str) -> bool:
     """The exact checker: the rewritten line is wrong after the item's (correct) prefix."""
