@@ -61,18 +61,23 @@ def parse_args(argv):
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def _best_seconds(fn, repeats: int) -> float:
+  """The fastest of `repeats` timed calls of `fn` after one untimed (warm-up) call."""
+  fn()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
 def matmul_peak_flops(n: int, dtype=jnp.float32, repeats: int = 5) -> float:
   """Best FLOP/s of an n x n x n matmul with operands and result in `dtype`."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n**3 / best
+  return 2 * n**3 / _best_seconds(lambda: f(a, b).block_until_ready(), repeats)
 
 
 def torch_matmul_peak_flops(n: int, dtype: str, repeats: int = 5) -> float | None:
@@ -83,13 +88,7 @@ def torch_matmul_peak_flops(n: int, dtype: str, repeats: int = 5) -> float | Non
     return None
   a = torch.randn(n, n, dtype=getattr(torch, dtype))
   b = torch.randn(n, n, dtype=getattr(torch, dtype))
-  a @ b
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    a @ b
-    best = min(best, time.perf_counter() - t)
-  return 2 * n**3 / best
+  return 2 * n**3 / _best_seconds(lambda: a @ b, repeats)
 
 
 def model_flops_per_token(config: ModelConfig, seq: int) -> float:
