@@ -269,8 +269,7 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
   start_B = start_U + jnp.sum(mask_UxT, axis=1, dtype=jnp.int32)
   h_BxD = h_UxTxD[:, -1]
   if group > 1:
-    index_B = jnp.repeat(jnp.arange(tokens_UxT.shape[0]), group, total_repeat_length=b)
-    cache, start_B, h_BxD = _cache_rows(cache, index_B), start_B[index_B], h_BxD[index_B]
+    cache, start_B, h_BxD = _repeat_rows(cache, group), jnp.repeat(start_B, group), jnp.repeat(h_BxD, group, axis=0)
 
   # DECODE
   row_keys_B = _row_keys(key, prompt_ids_B, sample_index_B)
@@ -301,6 +300,14 @@ def _cache_rows(cache: KVCache, index_R) -> KVCache:
   """Rows `index_R` of a cache (repeated, reordered or a subset); the write index stays shared."""
   return KVCache(jnp.take(cache.k_LxBxKxSxH, index_R, axis=1), jnp.take(cache.v_LxBxKxSxH, index_R, axis=1),
                  jnp.take(cache.valid_BxS, index_R, axis=0), cache.end, jnp.take(cache.positions_BxS, index_R, axis=0))
+
+
+def _repeat_rows(cache: KVCache, group: int) -> KVCache:
+  """Each row of a cache `group` times in a row (prompt-major), as a broadcast: on CPU XLA's row gather
+  copies a large cache several times slower than the broadcast writes it."""
+  rows = functools.partial(jnp.repeat, repeats=group)
+  return KVCache(rows(cache.k_LxBxKxSxH, axis=1), rows(cache.v_LxBxKxSxH, axis=1), rows(cache.valid_BxS, axis=0),
+                 cache.end, rows(cache.positions_BxS, axis=0))
 
 
 _TURN_STATIC = ("model", "buffer_length", "sampling_logprobs", "group")
