@@ -2,6 +2,7 @@
 
   python -m scorejax.main --config=configs/arith_critique_loop.py --workdir=/tmp/critique_loop
   python -m scorejax.main --config=configs/arith_critique_loop.py:vanilla_si --workdir=/tmp/vanilla_si
+  python -m scorejax.main --config=configs/arith_critique_loop.py:vanilla_si_n --workdir=/tmp/vanilla_si_n
   python -m scorejax.main --config=configs/arith_critique_loop.py:no_filter --workdir=/tmp/no_filter
   python -m scorejax.main --config=configs/arith_critique_loop.py:smoke --workdir=/tmp/critique_loop_smoke
 
@@ -80,6 +81,7 @@ def get_config(arg: str = ""):
   c.self_improve.samples = 4  # answers sampled per question (critique mode)
   c.self_improve.refine_budget = 4  # wrong answers critiqued and refined per question, at most
   c.self_improve.refine_rounds = 1  # critique-and-refine rounds per wrong answer
+  c.self_improve.vanilla_budget = "loop"  # vanilla mode's samples per question: "loop" N + refine_budget, "samples" N
   c.self_improve.temperature = 1.0  # the answers' sampling temperature
   c.self_improve.refine_temperature = 0.0  # the refinements'; 0: greedy
   c.self_improve.steps = 100  # SFT steps per iteration, from the base actor

@@ -3,7 +3,7 @@
 The argument is a comma-separated list: the data set ("math", the default, or
 "gsm8k"), the host ("tpu": a TPU v4-8 / v5e-8 VM; "gpu": an 8-GPU host;
 neither: whatever devices JAX sees, one FSDP axis over all of them) and the
-variants "vanilla_si" and "no_filter".
+variants "vanilla_si", "vanilla_si_n" and "no_filter".
 
 Get the model and the data once (on a machine with network access):
 

@@ -125,12 +125,15 @@ def arith_generator() -> ml_collections.ConfigDict:
 
 def critique_loop_variants() -> dict[str, Callable]:
   """Critique-in-the-loop's variants, the same on the built-in task and on real data."""
-  def vanilla_si(c):  # self-improvement without the critic, at the same actor-sample budget
+  def vanilla_si(c):  # self-improvement without the critic, at the loop's whole actor budget
     c.self_improve.mode = "vanilla"
+
+  def vanilla_si_n(c):  # the same, at the loop's N samples per question (the paper's comparison at equal N)
+    c.self_improve.mode, c.self_improve.vanilla_budget = "vanilla", "samples"
 
   def no_filter(c):  # the critic trains on every parseable critique, refined right or not
     c.critique_data.filter_by_refinement = False
-  return {"vanilla_si": vanilla_si, "no_filter": no_filter}
+  return {"vanilla_si": vanilla_si, "vanilla_si_n": vanilla_si_n, "no_filter": no_filter}
 
 
 def spc_role(max_new_tokens: int, rl_learning_rate: float, **sft) -> ml_collections.ConfigDict:

@@ -158,6 +158,14 @@ def test_iteration_data_keeps_correct_samples_and_correct_refinements(setup, mon
   rows, stats = critique_loop.vanilla_rows(None, None, None, task, problems, jax.random.key(0), config, None)
   assert stats["actor_samples"] == 4 * 4 and sorted(rows) == sorted((q, right[p.text], "sample")
                                                                     for q, p in enumerate(problems))
+  # At the loop's N (the paper's comparison): 2 samples per question, one of them right.
+  same_n = config.copy_and_resolve_references()
+  same_n.self_improve.vanilla_budget = "samples"
+  n_rows, n_stats = critique_loop.vanilla_rows(None, None, None, task, problems, jax.random.key(0), same_n, None)
+  assert n_stats["actor_samples"] == 4 * 2 and sorted(n_rows) == sorted(rows)
+  same_n.self_improve.vanilla_budget = "all"
+  with pytest.raises(ValueError, match="vanilla_budget='all'; expected one of \\['loop', 'samples'\\]"):
+    critique_loop.vanilla_rows(None, None, None, task, problems, jax.random.key(0), same_n, None)
   shares = critique_loop.data_stats(rows, [1, 5, 5, 4], 4)
   assert shares["level_share"] == {"1": 0.25, "2": 0.0, "3": 0.0, "4": 0.25, "5": 0.5}
   assert shares["hard_share"] == 0.75 and shares["questions_covered"]["5"] == 1.0

@@ -223,10 +223,19 @@ def test_time(lm, actor, critic, task, problems, levels, config, mesh) -> dict:
 # ----------------------------------------------------------------------------
 
 
+def vanilla_samples(s: ml_collections.ConfigDict) -> int:
+  """Answers vanilla self-improvement samples per question: the loop's N ("samples", the paper's comparison at
+  equal N), or the loop's whole actor budget, N samples + every refinement it may make ("loop")."""
+  budgets = {"samples": s.samples, "loop": s.samples + s.refine_budget * s.refine_rounds}
+  if s.vanilla_budget not in budgets:
+    raise ValueError(f"config.self_improve.vanilla_budget={s.vanilla_budget!r}; expected one of {sorted(budgets)}")
+  return budgets[s.vanilla_budget]
+
+
 def vanilla_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[list[tuple[int, str, str]], dict]:
-  """Vanilla self-improvement: the loop's whole actor-sample budget as samples, the correct ones kept."""
+  """Vanilla self-improvement: `vanilla_samples` answers per question, the correct ones kept."""
   s = config.self_improve
-  n = s.samples + s.refine_budget * s.refine_rounds
+  n = vanilla_samples(s)
   groups = cd.answer_groups(lm, actor, task, problems, n, key, Sample(temperature=s.temperature), config, mesh)
   rows = [(q, task.text(a), "sample") for q, (p, g) in enumerate(zip(problems, groups)) for a in g
           if task.reward(p, a)]
@@ -305,6 +314,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   s = config.self_improve
   if s.mode not in MODES:
     raise ValueError(f"config.self_improve.mode={s.mode!r}; expected one of {MODES}")
+  vanilla_samples(s)  # a bad budget name fails here, not after the actor has trained
   # MESH / DATA / MODEL (real data: every file read and checked before the model loads)
   mesh = parallel.make_mesh(dict(config.mesh))
   rules = parallel.rules_from_config(config)

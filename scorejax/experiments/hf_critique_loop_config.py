@@ -4,7 +4,7 @@ configs/qwen_critique_loop.py and configs/llama_critique_loop.py differ only
 in the model directory; see their docstrings for how to get the data and run
 them. The argument is a comma-separated list: the data set ("math", the
 default, or "gsm8k"), the host ("tpu" or "gpu"; neither: whatever devices JAX
-sees, one FSDP axis over all) and the method's variants ("vanilla_si",
+sees, one FSDP axis over all) and the method's variants ("vanilla_si", "vanilla_si_n",
 "no_filter", as in configs/arith_critique_loop.py).
 
 The loaded checkpoint is the actor, the annotator (it writes the critique
@@ -103,6 +103,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.self_improve.samples = 4  # answers sampled per question (critique mode)
   c.self_improve.refine_budget = 4  # wrong answers critiqued and refined per question, at most
   c.self_improve.refine_rounds = 1  # critique-and-refine rounds per wrong answer
+  c.self_improve.vanilla_budget = "loop"  # vanilla mode's samples per question: "loop" N + refine_budget, "samples" N
   c.self_improve.temperature = 1.0
   c.self_improve.refine_temperature = 0.0
   c.self_improve.steps = 100  # from the base model each iteration: about one epoch of ~6k rows at batch 64
