@@ -210,11 +210,16 @@ def _argmax_VxB(logits_VxB: jax.Array, max_B: jax.Array) -> jax.Array:
 
 
 def _decode_step(lm: LM, params: Params, rule: Rule, row_keys_B, stop_K, pad_id,
-                 state: DecodeState) -> DecodeState:
-  """Draws one token per live row from its hidden state, records it, and feeds it to the model."""
+                 state: DecodeState, logits_VxB: jax.Array | None = None) -> DecodeState:
+  """Draws one token per live row from its hidden state, records it, and feeds it to the model.
+
+  `logits_VxB`: the rows' next-token logits when the caller has them already (rows that share a
+  prompt share their first token's logits); by default they are computed from `state.hidden_BxD`.
+  """
   keys_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys_B, state.step)
   live_B = ~state.done_B
-  logits_VxB = _logits_VxB(lm, params, state.hidden_BxD)
+  if logits_VxB is None:
+    logits_VxB = _logits_VxB(lm, params, state.hidden_BxD)
   max_B = jnp.max(logits_VxB, axis=0)
   sampling_logprobs_BxN = state.sampling_logprobs_BxN
   if isinstance(rule, Greedy):  # the argmax needs no [B, V] copy of the logits
@@ -283,6 +288,9 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
       logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32),
       sampling_logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32) if sampling_logprobs else None,
       lengths_B=jnp.zeros((b,), jnp.int32))
+  if group > 1:  # the first token's logits depend on the prompt alone: one unembedding per prompt, not per row
+    first_VxB = jnp.repeat(_logits_VxB(lm, params, h_UxTxD[:, -1]), group, axis=1)
+    state = _decode_step(lm, params, rule, row_keys_B, stop_K, pad_id, state, first_VxB)
   return _decode_until(lm, params, state, row_keys_B, rule, stop_K, pad_id, max_new_tokens)
 
 
