@@ -272,9 +272,10 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
   positions_UxT = start_U[:, None] + jnp.maximum(jnp.cumsum(mask_UxT, axis=1) - 1, 0)
   h_UxTxD, cache = lm.hidden(params, tokens_UxT, positions_UxT, mask_UxT, cache)
   start_B = start_U + jnp.sum(mask_UxT, axis=1, dtype=jnp.int32)
-  h_BxD = h_UxTxD[:, -1]
+  h_UxD = h_UxTxD[:, -1]
+  h_BxD = h_UxD
   if group > 1:
-    cache, start_B, h_BxD = _repeat_rows(cache, group), jnp.repeat(start_B, group), jnp.repeat(h_BxD, group, axis=0)
+    cache, start_B, h_BxD = _repeat_rows(cache, group), jnp.repeat(start_B, group), jnp.repeat(h_UxD, group, axis=0)
 
   # DECODE
   row_keys_B = _row_keys(key, prompt_ids_B, sample_index_B)
@@ -289,7 +290,7 @@ def _turn_impl(model: _Static, params: Params, cache: KVCache, tokens_UxT, mask_
       sampling_logprobs_BxN=jnp.zeros((b, buffer_length), jnp.float32) if sampling_logprobs else None,
       lengths_B=jnp.zeros((b,), jnp.int32))
   if group > 1:  # the first token's logits depend on the prompt alone: one unembedding per prompt, not per row
-    first_VxB = jnp.repeat(_logits_VxB(lm, params, h_UxTxD[:, -1]), group, axis=1)
+    first_VxB = jnp.repeat(_logits_VxB(lm, params, h_UxD), group, axis=1)
     state = _decode_step(lm, params, rule, row_keys_B, stop_K, pad_id, state, first_VxB)
   return _decode_until(lm, params, state, row_keys_B, rule, stop_K, pad_id, max_new_tokens)
 
