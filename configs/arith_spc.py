@@ -4,6 +4,7 @@
   python -m scorejax.main --config=configs/arith_spc.py:smoke --workdir=/tmp/spc_smoke
   python -m scorejax.main --config=configs/arith_spc.py:unbalanced --workdir=/tmp/spc_unbalanced
   python -m scorejax.main --config=configs/arith_spc.py --workdir=/tmp/spc1 --config.seed=1
+  python -m scorejax.main --config=configs/arith_spc.py:long_critic_sft --workdir=/tmp/spc_strong
 
 A tiny Llama-style base model learns to solve the task (with a carry habit);
 a step critic and a sneaky generator start from it by SFT (the critic on a
@@ -107,4 +108,9 @@ def _shrink(c):
   c.checkpoint.every = 10
 
 
-VARIANTS = config_blocks.spc_variants()
+def _long_critic_sft(c):
+  """The critic's round-0 SFT twice as long: a strong round-0 critic (docs/spc.md, "A stronger round-0 critic")."""
+  c.roles.critic.sft.steps *= 2
+
+
+VARIANTS = {**config_blocks.spc_variants(), "long_critic_sft": _long_critic_sft}

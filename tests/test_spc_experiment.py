@@ -103,6 +103,13 @@ def test_search_command_on_a_finished_run(finished_run):
   assert proc.returncode != 0 and "config.json does not exist" in proc.stderr
 
 
+def test_long_critic_sft_doubles_only_the_critics_round0_sft():
+  base, long = config_with("arith_spc.py", "", {}), config_with("arith_spc.py", "long_critic_sft", {})
+  assert long.roles.critic.sft.steps == 2 * base.roles.critic.sft.steps == 600
+  assert long.roles.sneaky.to_dict() == base.roles.sneaky.to_dict() and long.game.to_dict() == base.game.to_dict()
+  assert config_with("arith_spc.py", "long_critic_sft,smoke", {}).roles.critic.sft.steps == 40  # smoke shrinks first
+
+
 @pytest.fixture(scope="module")
 def model():
   config = config_with("arith_spc.py", "smoke", {})
