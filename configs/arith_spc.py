@@ -62,6 +62,7 @@ def get_config(arg: str = ""):
   c.game.error_types = ERROR_TYPES  # the sneaky generator names one of these first
   c.game.sneaky_temperature = 0.7  # at 1.0 a third of the round-0 rewrites are garbled (unreadable)
   c.game.critic_temperature = 0.7
+  c.game.critic_samples = 1  # the critic's judgements of each game step (> 1: a group baseline, rewards/game.py)
   c.game.validator = "checker"  # "checker": the exact step checker; "completions": solver success rates
   c.game.validate_rollouts = 8  # completions: N per prefix, with the original and with the rewrite
   c.game.validate_temperature = 0.7

@@ -96,6 +96,7 @@ def get_config(arg: str = ""):
   c.game.error_types = ERROR_TYPES  # the sneaky generator names one of these first
   c.game.sneaky_temperature = 0.7
   c.game.critic_temperature = 0.7
+  c.game.critic_samples = 1  # the critic's judgements of each game step (> 1: a group baseline, rewards/game.py)
   c.game.validator = "completions"  # no exact checker on real data
   c.game.validate_rollouts = 8  # N completions per prefix, with the original and with the rewrite
   c.game.validate_temperature = 0.7

@@ -122,11 +122,36 @@ def test_unpaired_round_keeps_only_sneaky_judgements():
   assert len(records.critic) == 2 and all("sneaky" in r.prompt for r in records.critic)
 
 
+def _judged_four_times(index: int, on_sneaky: list[Verdict], on_correct: list[Verdict]) -> Game:
+  sneaky = [Judgement(f"prefix {index} + sneaky step", f"critique {index}s{m}", v) for m, v in enumerate(on_sneaky)]
+  correct = [Judgement(f"prefix {index} + correct step", f"critique {index}c{m}", v) for m, v in enumerate(on_correct)]
+  return Game(f"prefix {index} + correct step", f"sneaky step {index}", sneaky[0], correct[0], None,
+              tuple(sneaky[1:]), tuple(correct[1:]))
+
+
+def test_several_judgements_of_a_step_get_a_group_baseline():
+  # Game 0, won by the critic's first judgement: on the sneaky step rewards (+1, -1, +1, +1), mean 0.5; on the
+  # correct step all four right: advantage 0 throughout, no records. Game 1, won by the generator.
+  games = [_judged_four_times(0, [I, C, I, I], [C, C, C, C]), _judged_four_times(1, [C, X, I, C], [C, I, C, I])]
+  records = build_round_records(games, GameConfig(), seed=0)
+  assert records.stats["kept_games"] == 2 and records.stats["critic_flat_groups"] == 1
+  assert {r.response: r.reward for r in records.critic} == {
+      "critique 0s0": 0.5, "critique 0s1": -1.5, "critique 0s2": 0.5, "critique 0s3": 0.5,
+      # (-1, -1, +1, -1), mean -0.5: the invalid verdict counts as a loss; then (+1, -1, +1, -1), mean 0.
+      "critique 1s0": -0.5, "critique 1s1": -0.5, "critique 1s2": 1.5, "critique 1s3": -0.5,
+      "critique 1c0": 1.0, "critique 1c1": -1.0, "critique 1c2": 1.0, "critique 1c3": -1.0}
+  # The games' outcomes are their first judgements'.
+  assert sorted(r.reward for r in records.generator) == [-1.0, 1.0]
+  # One judgement per step: the plain rewards, and no group statistic.
+  single = build_round_records(GAMES, GameConfig(balance=False), seed=0)
+  assert "critic_flat_groups" not in single.stats and {abs(r.reward) for r in single.critic} == {1.0}
+
+
 def test_games_round_trip_through_json():
   import json
 
   from scorejax.rewards.game import games_from_json, games_to_json
   failed = Game([1, 2], [3], None, None, generator_logprobs=[-0.25])
-  games = GAMES + [failed]
+  games = GAMES + [failed, _judged_four_times(7, [I, C, I, I], [C, C, I, C])]
   back = games_from_json(json.loads(json.dumps(games_to_json(games))))
   assert back == games and back[0].on_sneaky.verdict is Verdict.INCORRECT

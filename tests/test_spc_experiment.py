@@ -20,6 +20,7 @@ from scorejax.objectives import sft
 from scorejax.objectives import spc as spc_obj
 from scorejax.objectives.loss import build_loss_fn, model_logprobs
 from scorejax.phases import PhaseRunner
+from scorejax.rewards import game as game_lib
 from scorejax.rewards.game import Record, Verdict
 from scorejax.search import SearchConfig, step_search
 from scorejax.tasks.base import make_task
@@ -144,6 +145,36 @@ def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model):
   mask = batch["mask_response_BxT"][:8]
   gain = ((np.asarray(logp_fn(state.params, batch))[:8] - batch["sampler_logp_BxT"][:8]) * mask).sum(1)
   assert gain[0::2].mean() > 0 > gain[1::2].mean()
+
+
+def test_games_with_several_critic_samples_extend_the_one_sample_games(model, monkeypatch):
+  _, task, mesh, lm, params = model
+
+  def every_rewrite_wrong(sneaky, task, items, error_types, key, rule, config, mesh):  # stands in for a trained S
+    parsed = [("wrong_result", f"{it.step} + 1") for it in items]
+    return parsed, spc.Outputs([[5, 6]] * len(items), [[-0.5, -0.5]] * len(items), [""] * len(items))
+  monkeypatch.setattr(spc, "rewrite", every_rewrite_wrong)
+  monkeypatch.setattr(spc, "validate", lambda data, solver, task, items, *_: np.ones(len(items), bool))
+
+  def games(samples):
+    config = config_with("arith_spc.py", "smoke", {"game.games_per_round": 6, "game.critic_samples": samples,
+                                                   "roles.critic.max_new_tokens": 12})
+    data = BuiltinSPCData(task, config)
+    played = spc.play_round(1, data, task, (lm, params), (lm, params), (lm, params), (lm, params), config, mesh)
+    return game_lib.games_from_json(played["games"])
+
+  one, three = games(1), games(3)
+  assert len(one) == len(three) == 6
+  for a, b in zip(one, three):
+    assert a.more_on_sneaky == a.more_on_correct == ()
+    assert len(b.more_on_sneaky) == len(b.more_on_correct) == 2
+    # The first of the three judgements is the one-sample game's (same key, same row); the others differ.
+    for x, y in ((a.on_sneaky, b.on_sneaky), (a.on_correct, b.on_correct)):
+      assert (x.prompt, x.response, x.verdict) == (y.prompt, y.response, y.verdict)
+      np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)  # rows decoded in other batches
+    assert all(j.prompt == a.on_sneaky.prompt for j in b.more_on_sneaky)
+    assert all(j.prompt == a.on_correct.prompt != a.on_sneaky.prompt for j in b.more_on_correct)
+  assert any(j.response != b.on_sneaky.response for b in three for j in b.more_on_sneaky)
 
 
 def test_step_search_resamples_rejected_steps_up_to_the_retry_budget(model):

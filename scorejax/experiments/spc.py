@@ -94,18 +94,19 @@ class Outputs:
   texts: list[str]
 
 
-def _sample(lm, params, task, prompts, key, rule, max_new_tokens, config, mesh) -> Outputs:
+def _sample(lm, params, task, prompts, key, rule, max_new_tokens, config, mesh, n=1) -> Outputs:
   sampler = SamplerConfig(max_new_tokens=max_new_tokens, stop_tokens=task.stop_ids, pad_id=task.tokenizer.pad_id)
   ids, logprobs = sample_batched(lm, params, prompts, key, rule, sampler, mesh, pad_id=task.tokenizer.pad_id,
-                                 batch_size=config.eval.batch_size)
+                                 batch_size=config.eval.batch_size, n=n)
   return Outputs(ids, logprobs, [task.text(i) for i in ids])
 
 
-def judge(role, task, items, key, rule, config, mesh) -> tuple[list[game_lib.Verdict], Outputs]:
-  """The critic's verdict on each step item (parsed by `rewards.game.parse_verdict`)."""
+def judge(role, task, items, key, rule, config, mesh, n=1) -> tuple[list[game_lib.Verdict], Outputs]:
+  """The critic's verdict on each step item (parsed by `rewards.game.parse_verdict`); n judgements of each,
+  item-major (the first of n is the one n = 1 samples)."""
   lm, params = role
   out = _sample(lm, params, task, [critic_step_prompt(task, it) for it in items], key, rule,
-                config.roles.critic.max_new_tokens, config, mesh)
+                config.roles.critic.max_new_tokens, config, mesh, n)
   return [game_lib.parse_verdict(t) for t in out.texts], out
 
 
@@ -142,8 +143,8 @@ def validate(data, solver, task, items, parsed, key, config, mesh) -> np.ndarray
 
 def play_round(r, data, task, solver, sneaky, opponent, learner, config, mesh) -> dict:
   """One round of games on the game's positions: S rewrites, the rewrites are validated, the opponent critic
-  judges each validated rewrite and the same prefix's correct step (sampled); with an earlier opponent, the
-  learning critic judges the same pairs for its own records."""
+  judges each validated rewrite and the same prefix's correct step (sampled, game.critic_samples times each);
+  with an earlier opponent, the learning critic judges the same pairs for its own records."""
   g = config.game
   positions, stats = data.game_positions(*solver, r, g.games_per_round, mesh)
   key = jax.random.fold_in(jax.random.key(config.seed), stream_id(f"games/round{r}"))
@@ -154,13 +155,26 @@ def play_round(r, data, task, solver, sneaky, opponent, learner, config, mesh) -
   pairs = [item for i in chosen for item in (dataclasses.replace(positions[i], step=parsed[i][1]), positions[i])]
   rule = Sample(temperature=g.critic_temperature)
 
+  n = g.critic_samples
+
   def games_judged_by(critic, k):
-    verdicts, out = judge(critic, task, pairs, jax.random.fold_in(key, k), rule, config, mesh)
-    judged = {i: [game_lib.Judgement(critic_step_prompt(task, pairs[2 * j + s]), out.ids[2 * j + s],
-                                     verdicts[2 * j + s], out.logprobs[2 * j + s]) for s in (0, 1)]
-              for j, i in enumerate(chosen)}
-    return [game_lib.Game(sneaky_prompt(task, it, data.error_types), rewrites.ids[i], *judged.get(i, (None, None)),
-                          generator_logprobs=rewrites.logprobs[i]) for i, it in enumerate(positions)]
+    verdicts, out = judge(critic, task, pairs, jax.random.fold_in(key, k), rule, config, mesh, n)
+
+    def group(p):  # the n judgements of pair item p: 2j + 0 (the sneaky step) or 2j + 1 (its correct step)
+      prompt = critic_step_prompt(task, pairs[p])
+      return [game_lib.Judgement(prompt, out.ids[row], verdicts[row], out.logprobs[row])
+              for row in range(p * n, (p + 1) * n)]
+
+    def game(i, position):
+      if i not in judged:
+        return game_lib.Game(sneaky_prompt(task, position, data.error_types), rewrites.ids[i], None, None,
+                             generator_logprobs=rewrites.logprobs[i])
+      on_sneaky, on_correct = judged[i]
+      return game_lib.Game(sneaky_prompt(task, position, data.error_types), rewrites.ids[i], on_sneaky[0],
+                           on_correct[0], rewrites.logprobs[i], tuple(on_sneaky[1:]), tuple(on_correct[1:]))
+
+    judged = {i: (group(2 * j), group(2 * j + 1)) for j, i in enumerate(chosen)}
+    return [game(i, position) for i, position in enumerate(positions)]
 
   games = games_judged_by(opponent, 3)
   stats.update(played=len(positions), unparsed_rewrites=int(sum(templates.is_invalid(p) for p in parsed)),
@@ -298,6 +312,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # DATA (real data: every file read and checked before the model loads)
   task = make_task(config.task)
   data = spc_data(task, config)
+  if config.game.critic_samples < 1:
+    raise ValueError(f"config.game.critic_samples={config.game.critic_samples}: expected at least 1 judgement per step")
   claim_workdir(workdir, config)
   # MODELS: the base, and each role from it (or from its own checkpoint)
   lm, base_params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)

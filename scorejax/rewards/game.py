@@ -27,6 +27,15 @@ balancing would keep almost nothing: `min_kept_games` is the fallback, the
 minority side's games all kept with that many of the majority's, and the
 round's stats say so (`balance_fallback`).
 
+A step the critic judged several times in one game (`Game.more_on_sneaky`,
+`Game.more_on_correct`; `game.critic_samples` in the configs, the paper's
+one by default) gives a group of records: each judgement's reward minus the
+mean reward of the step's judgements, a group baseline as in GRPO, so that
+the records hold right and wrong analyses of the same step, and a step
+judged the same way every time (advantage 0 throughout) gives none. The
+game's outcome, for the generator and for the balance, is the first
+judgement's, as with one.
+
 Host-side code: plain Python and numpy, run between sampling and training.
 """
 
@@ -108,6 +117,8 @@ class Game:
   on_sneaky: Judgement | None  # C on tau_<k + t'_k (validated as truly wrong); None: the rewrite failed validation
   on_correct: Judgement | None  # C on tau_<k + t_k, the same prefix
   generator_logprobs: Any = None
+  more_on_sneaky: tuple[Judgement, ...] = ()  # C's further samples on the sneaky step (a group with on_sneaky)
+  more_on_correct: tuple[Judgement, ...] = ()  # and on the correct step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +133,7 @@ class Record:
 
 @dataclasses.dataclass(frozen=True)
 class RoundRecords:
-  critic: list[Record]  # pairs from one game: the sneaky-step judgement, then the correct-step one
+  critic: list[Record]  # per kept game: the sneaky step's judgement(s), then the correct step's
   generator: list[Record]  # one per kept game
   stats: dict[str, int]  # games, failed_rewrites, invalid_games, critic_wins, generator_wins, kept_games, ...
 
@@ -150,13 +161,16 @@ def build_round_records(games: Sequence[Game], config: GameConfig, seed: int) ->
   else:
     kept = np.sort(np.concatenate([critic_wins, generator_wins]))
 
-  critic_records, generator_records = [], []
+  critic_records, generator_records, flat_groups = [], [], 0
   for index in kept:
     game = games[index]
-    judged = ((game.on_sneaky, True), (game.on_correct, False)) if config.paired else ((game.on_sneaky, True),)
-    for judgement, is_sneaky in judged:
-      reward = float(critic_reward(judgement.verdict, is_sneaky, config))
-      critic_records.append(Record(judgement.prompt, judgement.response, reward, judgement.logprobs))
+    judged = [((game.on_sneaky, *game.more_on_sneaky), True)]
+    if config.paired:
+      judged.append(((game.on_correct, *game.more_on_correct), False))
+    for group, is_sneaky in judged:
+      records = group_records(group, is_sneaky, config)
+      flat_groups += int(len(group) > 1 and not records)
+      critic_records += records
     reward = float(generator_reward(game.on_sneaky.verdict, config))
     generator_records.append(Record(game.generator_prompt, game.generator_response, reward, game.generator_logprobs))
   failed = [g for g in games if g.on_sneaky is None]
@@ -173,7 +187,19 @@ def build_round_records(games: Sequence[Game], config: GameConfig, seed: int) ->
       "kept_games": len(kept),
       "balance_fallback": int(fallback),
   }
+  if any(g.more_on_sneaky for g in games):
+    stats["critic_flat_groups"] = flat_groups  # steps judged alike every time: no records
   return RoundRecords(critic_records, generator_records, stats)
+
+
+def group_records(group: Sequence[Judgement], step_is_sneaky: bool, config: GameConfig) -> list[Record]:
+  """The critic's records of one step: its reward for a single judgement; for several judgements of the
+  step, each reward minus their mean (records with advantage 0 left out: they carry no gradient)."""
+  rewards = critic_reward([j.verdict for j in group], step_is_sneaky, config)
+  if len(group) > 1:
+    rewards = rewards - rewards.mean()
+  return [Record(j.prompt, j.response, float(r), j.logprobs) for j, r in zip(group, rewards)
+          if len(group) == 1 or abs(r) > 1e-6]
 
 
 def _judgement_from_json(row: dict | None) -> Judgement | None:
@@ -188,4 +214,6 @@ def games_to_json(games: Sequence[Game]) -> list[dict]:
 
 def games_from_json(rows: Sequence[dict]) -> list[Game]:
   return [Game(r["generator_prompt"], r["generator_response"], _judgement_from_json(r["on_sneaky"]),
-               _judgement_from_json(r["on_correct"]), r.get("generator_logprobs")) for r in rows]
+               _judgement_from_json(r["on_correct"]), r.get("generator_logprobs"),
+               tuple(map(_judgement_from_json, r.get("more_on_sneaky", ()))),
+               tuple(map(_judgement_from_json, r.get("more_on_correct", ())))) for r in rows]
