@@ -170,3 +170,25 @@ def test_iteration_data_keeps_correct_samples_and_correct_refinements(setup, mon
   assert shares["level_share"] == {"1": 0.25, "2": 0.0, "3": 0.0, "4": 0.25, "5": 0.5}
   assert shares["hard_share"] == 0.75 and shares["questions_covered"]["5"] == 1.0
   assert shares["questions_covered"]["2"] is None
+
+
+def test_training_chains_go_on_while_the_refinement_is_wrong_and_stop_once_it_is_right(setup, monkeypatch):
+  config, task = setup
+  problems = task.train_problems(0, "test", 0, 4)
+  right = {p.text: arith.format_solution(arith.solution_lines(p)) for p in problems}
+  monkeypatch.setattr(cd, "answer_groups", lambda lm, params, task_, qs, n, key, rule, config_, mesh: [
+      [task.answer_ids(right[q.text]), task.answer_ids("Answer: 999")] for q in qs])
+  # A critic that flags the first step of every answer, right ones included; the actor's first refinement is
+  # still wrong, its second right, and one more would break it again.
+  refined = {"Answer: 999": lambda p: "Answer: 998", "Answer: 998": lambda p: right[p.text]}
+  _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, ("Answer: 999",)),
+             lambda s: refined.get(arith.format_solution(s.steps), lambda p: "Answer: 997")(s.problem))
+  three_rounds = config.copy_and_resolve_references()
+  three_rounds.self_improve.samples, three_rounds.self_improve.refine_rounds = 2, 3
+  rows, stats = critique_loop.critique_loop_rows(None, None, None, task, problems, jax.random.key(0), three_rounds,
+                                                 None)
+  assert sorted(rows) == sorted([(q, right[p.text], src) for q, p in enumerate(problems)
+                                 for src in ("sample", "refinement")])
+  # Two rounds per wrong answer: the right refinement is not critiqued a third time.
+  assert stats["critiques"] == stats["refined"] == 8 and stats["correct_refinements"] == 4
+  assert stats["actor_samples"] == 4 * 2 + 8

@@ -98,9 +98,10 @@ class Chains:
 
 
 def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, key, rule, config,
-                        mesh) -> Chains:
+                        mesh, settled=None) -> Chains:
   """Each row's answer is critiqued (greedy); a flagged one is refined by the actor (`rule`), then critiqued
-  again, up to `rounds` times; an accepted answer or an unparseable critique ends the row's chain."""
+  again, up to `rounds` times; an accepted answer or an unparseable critique ends the row's chain, and so does
+  a refinement for which `settled(row, ids)` holds (in training, one the gold answer already marks right)."""
   answers, tokens = [list(first)], np.zeros((rounds + 1, len(first)), np.int64)
   tokens[0] = [len(a) for a in first]
   stats = {"critiques": 0, "invalid_critiques": 0, "accepted": 0, "refined": 0, "no_answer": 0}
@@ -124,6 +125,8 @@ def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, k
       stats["accepted"] += int(np.sum(critiques.predicted == -1))
       stats["refined"] += len(flagged)
       open_rows = [open_rows[j] for j in flagged]
+      if settled is not None:
+        open_rows = [i for i in open_rows if not settled(i, current[i])]
     answers.append(current)
     tokens[r + 1] = spent
   return Chains(answers, tokens, stats)
@@ -245,8 +248,8 @@ def vanilla_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[
 def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> tuple[list[tuple[int, str, str]],
                                                                                       dict]:
   """Critique-in-the-loop: N samples per question; the wrong ones (at most refine_budget per question, as the
-  released pipeline knows them from the gold answer) are critiqued and refined; correct originals and correct
-  refinements kept."""
+  released pipeline knows them from the gold answer) are critiqued and refined, up to `refine_rounds` times
+  while the refinement is still wrong; correct originals and correct refinements kept."""
   s = config.self_improve
   groups = cd.answer_groups(lm, actor, task, problems, s.samples, key, Sample(temperature=s.temperature), config,
                             mesh)
@@ -256,7 +259,7 @@ def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> 
            for a in [a for a in g if not task.reward(p, a)][:s.refine_budget]]
   chains = critique_and_refine(lm, actor, critic, task, [problems[q] for q, _ in wrong], [a for _, a in wrong],
                                s.refine_rounds, jax.random.fold_in(key, 1), cd.sampling_rule(s.refine_temperature),
-                               config, mesh)
+                               config, mesh, settled=lambda i, ids: task.reward(problems[wrong[i][0]], ids))
   refined = 0
   for (q, _), final in zip(wrong, chains.answers[-1]):  # an unrefined answer is still the wrong one
     if task.reward(problems[q], final):
