@@ -20,8 +20,8 @@ TINY = ["--config=configs/arith_critique_loop.py:smoke", "--config.task.eval_siz
         "--config.critique_data.problems=12", "--config.critic.steps=6", "--config.difficulty.samples=2",
         "--config.self_improve.questions=8", "--config.self_improve.steps=4", "--config.eval.dev_problems=4",
         "--config.critique.max_new_tokens=64", "--config.checkpoint.every=5", "--config.checkpoint.async_save=False"]
-ITER_KEYS = {"accuracy", "accuracy_sampled", "levels", "levels_sampled", "dev_accuracy", "rows", "level_share",
-             "hard_share", "questions_covered", "actor_samples"}
+ITER_KEYS = {"accuracy", "accuracy_sampled", "levels", "levels_sampled", "dev_accuracy", "dev_accuracy_sampled", "rows",
+             "level_share", "hard_share", "questions_covered", "actor_samples"}
 
 
 def _main(workdir, *extra):

@@ -370,10 +370,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def evaluate_actor(name, p, extra=None):
     def compute():
       out = actor_accuracy(lm, p, task, heldout, heldout_levels, config, mesh)
-      out["dev_accuracy"] = actor_accuracy(lm, p, task, dev, [1] * len(dev), config, mesh)["accuracy"]
+      on_dev = actor_accuracy(lm, p, task, dev, [1] * len(dev), config, mesh)
+      out["dev_accuracy"], out["dev_accuracy_sampled"] = on_dev["accuracy"], on_dev["accuracy_sampled"]
       out.update(extra or {})
       step = offsets[f"{name}/actor"][1] if f"{name}/actor" in offsets else offsets["actor"][1]
-      writer.write(step, name, {f"eval_{k}": out[k] for k in ("accuracy", "accuracy_sampled", "dev_accuracy")})
+      writer.write(step, name, {f"eval_{k}": out[k] for k in ("accuracy", "accuracy_sampled", "dev_accuracy",
+                                                                 "dev_accuracy_sampled")})
       return out
     return results.get(name, compute)
 
@@ -449,7 +451,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     if read_jsonl(writer.path):
       plot_curves(writer.path, os.path.join(workdir, "curves.png"), {
-          "held-out accuracy": ("eval_accuracy", "eval_accuracy_sampled", "eval_dev_accuracy"),
+          "held-out accuracy": ("eval_accuracy", "eval_accuracy_sampled", "eval_dev_accuracy",
+                                "eval_dev_accuracy_sampled"),
           "loss": ("loss",)})
     plot_levels(iterations, os.path.join(workdir, "difficulty.png"))
   return results.results
