@@ -156,6 +156,7 @@ def spc_offline_rl(batch_size: int, sft_batch_size: int) -> ml_collections.Confi
   rl.warmup_steps = 5
   rl.grad_clip_norm = 1.0
   rl.clip_eps = 0.2
+  rl.ratio = "sequence"  # the clipped ratio: one mean-token ratio per record (released), or "token": one per token
   rl.sft_coef = 0.15
   # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
   # commented out, so the released run applied none.

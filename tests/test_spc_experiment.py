@@ -120,7 +120,8 @@ def model():
   return config, task, mesh, lm, params
 
 
-def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model):
+@pytest.mark.parametrize("ratio", spc_obj.RATIOS)
+def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model, ratio):
   config, task, mesh, lm, params = model
   data = BuiltinSPCData(task, config)
   rows, _ = data.critic_sft_rows("test", 0, 8)
@@ -130,7 +131,7 @@ def test_one_offline_step_raises_won_judgements_and_lowers_lost_ones(model):
   logp = np.asarray(logp_fn(params, probe))
   records = [Record(p, t, 1.0 if i % 2 == 0 else -1.0, logp[i, len(p):len(p) + len(t)].tolist())
              for i, (p, t) in enumerate(rows)]
-  cfg = spc_obj.SPCConfig()
+  cfg = spc_obj.SPCConfig(ratio=ratio)
   loss_fn = build_loss_fn(spc_obj.spc_loss, model_logprobs(lm, 32), spc.offline_inputs, cfg)
   mixed = spc.offline_batch(records, data.critic_sft_rows("test/sft", 0, 8)[0], task)
   assert mixed["is_sft_B"].tolist() == [0.0] * 8 + [1.0] * 8

@@ -80,3 +80,27 @@ def test_supervised_rows_ignore_their_reference_values():
   (loss, _), grad = f(LOGP_BxT)
   np.testing.assert_allclose(loss, 0.15 * 2.0 + (-RHO_0 + 0.8) / 2, atol=1e-6)
   assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_token_ratios_clip_the_token_that_moved_while_the_record_mean_stays_inside(run):
+  # Record 0 (a win): token log-ratios 0.3 and -0.1, mean 0.1. Record 1 as above (-0.5, -0.5, a loss).
+  logp_BxT = LOGP_BxT.at[0].set(jnp.array([-0.8, -1.2]))
+  f = jax.value_and_grad(lambda lp, ratio: spc.spc_loss(lp, BATCH, spc.SPCConfig(ratio=ratio)), has_aux=True)
+  if run == "jit":
+    f = jax.jit(f, static_argnums=1)
+  (_, aux), grad = f(logp_BxT, "sequence")
+  # One ratio per record: e^0.1 is inside the clip range, so both tokens of record 0 move.
+  np.testing.assert_allclose(aux["rl_loss"], (-RHO_0 + 0.8) / 2, atol=1e-6)
+  np.testing.assert_allclose(grad[0], [-RHO_0 / 4] * 2, atol=1e-6)
+  (loss, aux), grad = f(logp_BxT, "token")
+  # One per token: e^0.3 = 1.3499 > 1.2 is clipped (-1.2, no gradient), e^-0.1 = 0.9048 is not; record 1's
+  # tokens are both clipped at 0.8, as its record was: L_rl = ((-1.2 - 0.9048) / 2 + 0.8) / 2.
+  rho_1 = math.exp(-0.1)
+  np.testing.assert_allclose(aux["rl_loss"], ((-1.2 - rho_1) / 2 + 0.8) / 2, atol=1e-6)
+  np.testing.assert_allclose(loss, 0.15 * 2.0 + ((-1.2 - rho_1) / 2 + 0.8) / 2, atol=1e-6)
+  # Record 0's second token: -rho / 2 tokens / 2 game records; the supervised row as before.
+  np.testing.assert_allclose(grad, [[0.0, -rho_1 / 4], [0.0, 0.0], [-0.075, -0.075]], atol=1e-6)
+  np.testing.assert_allclose(aux["clip_fraction"], (0.5 + 1.0) / 2, atol=1e-6)
+  with pytest.raises(ValueError, match="SPC ratio='tokens'; expected one of \\('sequence', 'token'\\)"):
+    spc.SPCConfig(ratio="tokens")

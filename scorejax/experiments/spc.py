@@ -314,6 +314,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data = spc_data(task, config)
   if config.game.critic_samples < 1:
     raise ValueError(f"config.game.critic_samples={config.game.critic_samples}: expected at least 1 judgement per step")
+  rl = config.rl  # the offline objective, checked before anything trains
+  offline = spc_obj.SPCConfig(clip_eps=rl.clip_eps, sft_coef=rl.sft_coef, kl_coef=rl.kl_coef, ratio=rl.ratio)
   claim_workdir(workdir, config)
   # MODELS: the base, and each role from it (or from its own checkpoint)
   lm, base_params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
@@ -394,7 +396,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ROUNDS: play, build records, learn (both roles), evaluate
   g, c = config.game, config.rl
-  cfg = spc_obj.SPCConfig(clip_eps=c.clip_eps, sft_coef=c.sft_coef, kl_coef=c.kl_coef)
   for r in range(1, g.rounds + 1):
     opponent = role("critic", history[max(0, r - 1 - g.critic_lag)]["critic"])
     learner = role("critic", params["critic"])
@@ -412,7 +413,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"the {name} is not trained")
         continue
       steps = math.ceil(c.epochs * len(records) / c.batch_size)
-      loss = build_loss_fn(spc_obj.spc_loss, model_logprobs(lms[name], config.logprob_chunk), offline_inputs, cfg)
+      loss = build_loss_fn(spc_obj.spc_loss, model_logprobs(lms[name], config.logprob_chunk), offline_inputs, offline)
       opt = OptimizerConfig(learning_rate=config.roles[name].rl_learning_rate, warmup_steps=c.warmup_steps,
                             total_steps=max(1, steps), grad_clip_norm=c.grad_clip_norm)
 

@@ -19,6 +19,15 @@ the importance-weighted form of KL(pi_theta || pi_ref) on records drawn
 from pi_ref (exact for a whole-sequence ratio, here taken per mean token).
 Its coefficient defaults to 0; the mean log_rho over game records is always
 reported as "kl".
+
+`ratio="token"` (not the released trainer's) clips each token's ratio
+instead, PPO style, with the record's advantage on every token:
+
+  L_rl = mean over game records of mean_t -min(A_b rho_bt, A_b clip(rho_bt, 1 - eps, 1 + eps)),
+  rho_bt = pi_theta(y_bt) / pi_ref(y_bt)
+
+so no single token (a verdict among many analysis tokens) can move further
+than the clip range while the record's mean ratio stays inside it.
 """
 
 import dataclasses
@@ -30,11 +39,19 @@ import jax.numpy as jnp
 from scorejax.objectives import masks, policy_gradient, sft
 
 
+RATIOS = ("sequence", "token")
+
+
 @dataclasses.dataclass(frozen=True)
 class SPCConfig:
   clip_eps: float = 0.2  # clip range of the sequence-level ratio rho
   sft_coef: float = 0.15  # weight of the SFT term on supervised records
   kl_coef: float = 0.0  # weight of the mean-token log-ratio subtracted from the advantage
+  ratio: str = "sequence"  # "sequence": one clipped mean-token ratio per record (released); "token": one per token
+
+  def __post_init__(self):
+    if self.ratio not in RATIOS:
+      raise ValueError(f"SPC ratio={self.ratio!r}; expected one of {RATIOS}")
 
 
 class SPCBatch(NamedTuple):
@@ -56,11 +73,20 @@ def spc_loss(policy_logp_BxT, batch: SPCBatch, config: SPCConfig):
   )
   rho_B = jnp.exp(log_rho_B)
   advantage_B = batch.reward_B - config.kl_coef * log_rho_B
-  rl_loss_B = policy_gradient.clipped_surrogate(rho_B, advantage_B, config.clip_eps)
+  if config.ratio == "token":
+    game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
+    log_rho_BxT = jnp.where(game_mask_BxT > 0, policy_logp_BxT - jax.lax.stop_gradient(batch.ref_logp_BxT), 0.0)
+    rho_BxT, advantage_Bx1 = jnp.exp(log_rho_BxT), advantage_B[:, None]
+    rl_loss_B = masks.mean_per_sequence(
+        policy_gradient.clipped_surrogate(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
+    clipped_B = masks.mean_per_sequence(
+        policy_gradient.clip_active(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
+  else:
+    rl_loss_B = policy_gradient.clipped_surrogate(rho_B, advantage_B, config.clip_eps)
+    clipped_B = policy_gradient.clip_active(rho_B, advantage_B, config.clip_eps)
   rl_loss = masks.weighted_mean(rl_loss_B, is_game_B)
   sft_loss = sft.nll_sequence_mean(policy_logp_BxT, batch.mask_BxT * is_sft_B[:, None])
   loss = config.sft_coef * sft_loss + rl_loss
-  clipped_B = policy_gradient.clip_active(rho_B, advantage_B, config.clip_eps)
   aux = {
       "rl_loss": rl_loss,
       "sft_loss": sft_loss,
