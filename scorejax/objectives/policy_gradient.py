@@ -50,10 +50,14 @@ def clip_active(ratio, advantage, clip_eps: float):
   return (advantage * clipped < advantage * ratio).astype(jnp.float32)
 
 
+def token_log_ratio(logp_BxT, old_logp_BxT, mask_BxT):
+  """log pi_theta - log pi_old per token, 0 outside the mask (padding with any values cannot overflow exp)."""
+  return jnp.where(mask_BxT > 0, logp_BxT - jax.lax.stop_gradient(old_logp_BxT), 0.0)
+
+
 def sequence_log_ratio(logp_BxT, old_logp_BxT, mask_BxT):
   """Mean over each response's tokens of log pi_theta - log pi_old: [B]."""
-  log_ratio_BxT = jnp.where(mask_BxT > 0, logp_BxT - jax.lax.stop_gradient(old_logp_BxT), 0.0)
-  return masks.mean_per_sequence(log_ratio_BxT, mask_BxT)
+  return masks.mean_per_sequence(token_log_ratio(logp_BxT, old_logp_BxT, mask_BxT), mask_BxT)
 
 
 def ppo_token_loss(logp_BxT, old_logp_BxT, mask_BxT, advantage_B, *, clip_eps: float):
@@ -65,9 +69,7 @@ def ppo_token_loss(logp_BxT, old_logp_BxT, mask_BxT, advantage_B, *, clip_eps: f
   DeepCritic's RL stage uses. Returns (loss, aux) with aux = {"ratio",
   "clip_fraction"} (token means).
   """
-  # Zero log-ratio outside the mask: padding with arbitrary values cannot overflow exp.
-  log_ratio_BxT = jnp.where(mask_BxT > 0, logp_BxT - jax.lax.stop_gradient(old_logp_BxT), 0.0)
-  ratio_BxT = jnp.exp(log_ratio_BxT)
+  ratio_BxT = jnp.exp(token_log_ratio(logp_BxT, old_logp_BxT, mask_BxT))
   advantage_Bx1 = jax.lax.stop_gradient(advantage_B)[:, None]
   loss = masks.mean_over_tokens(clipped_surrogate(ratio_BxT, advantage_Bx1, clip_eps), mask_BxT)
   aux = {

@@ -75,8 +75,8 @@ def spc_loss(policy_logp_BxT, batch: SPCBatch, config: SPCConfig):
   advantage_B = batch.reward_B - config.kl_coef * log_rho_B
   if config.ratio == "token":
     game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
-    log_rho_BxT = jnp.where(game_mask_BxT > 0, policy_logp_BxT - jax.lax.stop_gradient(batch.ref_logp_BxT), 0.0)
-    rho_BxT, advantage_Bx1 = jnp.exp(log_rho_BxT), advantage_B[:, None]
+    rho_BxT = jnp.exp(policy_gradient.token_log_ratio(policy_logp_BxT, batch.ref_logp_BxT, game_mask_BxT))
+    advantage_Bx1 = advantage_B[:, None]
     rl_loss_B = masks.mean_per_sequence(
         policy_gradient.clipped_surrogate(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
     clipped_B = masks.mean_per_sequence(
