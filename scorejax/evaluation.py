@@ -131,7 +131,10 @@ def step_judgement_metrics(step_correct: Sequence[bool], verdicts: Sequence) -> 
   `verdicts[i]` is True (judged Correct), False (Incorrect) or anything else
   for an invalid judgement, which is wrong for either class and counted.
   acc_correct: accuracy on correct steps; acc_error: on erroneous steps;
-  mean and harmonic_mean of the two.
+  mean and harmonic_mean of the two, each with its standard error over the
+  labelled steps (`mean_se`, `harmonic_mean_se`: the two accuracies as
+  independent binomials, the harmonic mean's by the delta method), the
+  sampling noise of the figure on this many steps.
   """
   if len(step_correct) != len(verdicts):
     raise ValueError(
@@ -143,15 +146,29 @@ def step_judgement_metrics(step_correct: Sequence[bool], verdicts: Sequence) -> 
   acc_correct = _rate(sum(ok and bool(v) for ok, v in pos), len(pos))
   acc_error = _rate(sum(ok and not bool(v) for ok, v in neg), len(neg))
   both = acc_correct is not None and acc_error is not None
+  mean_se, harmonic_mean_se = (_step_accuracy_errors(acc_correct, len(pos), acc_error, len(neg))
+                               if both else (None, None))
   return {
       "acc_correct": acc_correct,
       "acc_error": acc_error,
       "mean": (acc_correct + acc_error) / 2 if both else None,
       "harmonic_mean": f1(acc_correct, acc_error) if both else None,
+      "mean_se": mean_se,
+      "harmonic_mean_se": harmonic_mean_se,
       "n_correct": len(pos),
       "n_error": len(neg),
       "n_invalid": valid.count(False),
   }
+
+
+def _step_accuracy_errors(a: float, n_a: int, b: float, n_b: int) -> tuple[float, float]:
+  """Standard errors of (a + b) / 2 and of 2ab / (a + b) for accuracies a, b on n_a, n_b independent steps."""
+  var_a, var_b = a * (1 - a) / n_a, b * (1 - b) / n_b
+  mean_se = math.sqrt(var_a + var_b) / 2
+  if a + b == 0:
+    return mean_se, 0.0
+  d_a, d_b = 2 * b * b / (a + b) ** 2, 2 * a * a / (a + b) ** 2  # dH/da, dH/db
+  return mean_se, math.sqrt(d_a * d_a * var_a + d_b * d_b * var_b)
 
 
 # ------------------------------------------------------------------ sampling

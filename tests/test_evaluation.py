@@ -1,5 +1,7 @@
 """The papers' metrics on small cases computed by hand."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,22 @@ def test_step_judgement_metrics():
   assert m["mean"] == pytest.approx(5 / 12)
   assert m["harmonic_mean"] == pytest.approx(2 / 5)
   assert (m["n_correct"], m["n_error"], m["n_invalid"]) == (3, 2, 1)
+  # Variances (1/3)(2/3)/3 = 2/27 and (1/2)(1/2)/2 = 1/8; dH/da = 2b^2/(a+b)^2 = 0.72, dH/db = 0.32.
+  assert m["mean_se"] == pytest.approx(math.sqrt(2 / 27 + 1 / 8) / 2)
+  assert m["harmonic_mean_se"] == pytest.approx(math.sqrt(0.72**2 * 2 / 27 + 0.32**2 / 8))  # sqrt(0.0512)
+  m = evaluation.step_judgement_metrics([T, F], [F, T])  # both accuracies 0: no spread, no division by 0
+  assert (m["harmonic_mean"], m["mean_se"], m["harmonic_mean_se"]) == (0.0, 0.0, 0.0)
+
+
+def test_step_judgement_standard_errors_match_the_spread_of_resampled_steps():
+  # 700 correct steps judged right with p 0.8, 350 wrong ones caught with p 0.45: the harmonic
+  # mean's spread over many such evaluations is what the delta method says.
+  rng = np.random.default_rng(0)
+  a, b = rng.binomial(700, 0.8, 20000) / 700, rng.binomial(350, 0.45, 20000) / 350
+  m = evaluation.step_judgement_metrics([T] * 700 + [F] * 350, [T] * 560 + [F] * 140 + [F] * 157 + [T] * 193)
+  assert m["acc_correct"] == pytest.approx(0.8) and m["acc_error"] == pytest.approx(157 / 350)
+  assert m["harmonic_mean_se"] == pytest.approx(np.std(2 * a * b / (a + b)), rel=0.05)
+  assert m["mean_se"] == pytest.approx(np.std((a + b) / 2), rel=0.05)
 
 
 def test_majority_vote_and_mv_at_k():
