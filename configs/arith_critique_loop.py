@@ -90,6 +90,7 @@ def get_config(arg: str = ""):
   c.self_improve.learning_rate = 1e-3
   c.self_improve.warmup_steps = 10
   c.self_improve.grad_accum_steps = 1  # micro-batches per step
+  c.self_improve.order_seed = 0  # the fine-tunes' row order and replay draws; another value: the same rows, reordered
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 400  # rows decoded together

@@ -14,7 +14,7 @@ from scorejax.experiments import critique_loop
 from scorejax.experiments.deepcritic import Critiques
 from scorejax.tasks import arith
 from scorejax.tasks.arith import critiques
-from scorejax.tasks.base import make_task
+from scorejax.tasks.base import endless_shuffle, make_task
 
 TINY = ["--config=configs/arith_critique_loop.py:smoke", "--config.task.eval_size=8",
         "--config.critique_data.problems=12", "--config.critic.steps=6", "--config.difficulty.samples=2",
@@ -72,6 +72,15 @@ def test_sigkill_mid_critic_then_rerun_gives_the_same_results(finished_run, tmp_
   rerun = _main(tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "eval.json").read_text())
+
+
+def test_order_seed_feeds_the_same_rows_in_another_order():
+  assert critique_loop.fine_tune_stream("iter2", 0) == "iter2/actor"  # the default: earlier runs' streams
+  rows = list(range(64))
+  epoch = lambda order: [r for step in range(4) for r in endless_shuffle(
+      rows, 0, critique_loop.fine_tune_stream("iter2", order), step, 16)]
+  assert epoch(0) == epoch(0) and sorted(epoch(0)) == sorted(epoch(1)) == rows
+  assert epoch(1) != epoch(0) and epoch(2) != epoch(1)
 
 
 def test_rerun_with_another_config_is_refused(finished_run):

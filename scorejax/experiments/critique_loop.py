@@ -272,6 +272,12 @@ def critique_loop_rows(lm, actor, critic, task, problems, key, config, mesh) -> 
 ITERATION_DATA = {"critique": critique_loop_rows, "vanilla": vanilla_rows}
 
 
+def fine_tune_stream(iteration: str, order_seed: int) -> str:
+  """The random stream of an iteration's fine-tune: its rows' order and replay draws. Order seed 0 is the
+  phase's own stream; another seed feeds the same rows in another order (how much the actor varies with it)."""
+  return f"{iteration}/actor" + (f"/order{order_seed}" if order_seed else "")
+
+
 def data_stats(rows, levels, num_questions: int) -> dict:
   """Rows kept, their sources, the share from each difficulty level, and the questions each level covers."""
   row_levels = [levels[q] for q, _, _ in rows]
@@ -427,7 +433,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       continue
     ids = [(task.prompt_ids(questions[q]), task.answer_ids(text)) for q, text, _ in rows]
 
-    def make_batch(step, state, ids=ids, phase=f"{name}/actor"):
+    def make_batch(step, state, ids=ids, phase=fine_tune_stream(name, s.order_seed)):
       # One kind of row per step, as in the base SFT: short answer rows are not padded to refine rows' length.
       if np.random.default_rng([config.seed, stream_id(phase), step]).random() < s.replay_share:
         chosen = replay_rows(f"{phase}/replay", step, s.batch_size)

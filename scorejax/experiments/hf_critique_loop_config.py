@@ -112,6 +112,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.self_improve.replay_share = 0.0  # replay rows are the built-in actor's; a loaded actor replays nothing
   c.self_improve.learning_rate = 5e-6  # the released pipeline's
   c.self_improve.warmup_steps = 5
+  c.self_improve.order_seed = 0  # the fine-tunes' row order; another value: the same rows, reordered
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64 if host == "gpu" else 32  # rows decoded together (80 GB per GPU: more)
