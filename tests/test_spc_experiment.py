@@ -32,9 +32,10 @@ TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--
         "--config.roles.critic.max_new_tokens=24", "--config.roles.sneaky.max_new_tokens=24",
         "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False",
         "--config.game.penalize_failed_rewrites=True"]  # the shrunken sneaky's rewrites fail: records to learn from
-ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "valid_only", "subsets", "first_error_f1",
-              "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev", "sneaky_validated",
-              "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps", "num_labelled_steps"}
+ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "mean_se", "harmonic_mean_se", "valid_only",
+              "subsets", "first_error_f1", "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev",
+              "sneaky_validated", "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps",
+              "num_labelled_steps"}
 
 
 def _main(workdir, *extra):
