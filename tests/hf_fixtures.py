@@ -178,15 +178,20 @@ def run_main(args, workdir, *extra):
                         env=main_env())
 
 
-def killed_main(args, workdir, ready, timeout: float = 300):
-  """Starts an experiment and SIGKILLs it as soon as `ready()` holds (or it ends, or `timeout` seconds pass)."""
+def killed_main(args, workdir, ready, timeout: float = 600):
+  """Starts an experiment and SIGKILLs it as soon as `ready()` holds (or it ends); a run still short of
+  `ready()` after `timeout` seconds is killed and fails the test as too slow, not as a run that lost data."""
   proc = subprocess.Popen(main_command(args, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           env=main_env())
   deadline = time.time() + timeout
   while not ready() and time.time() < deadline and proc.poll() is None:
     time.sleep(0.2)
+  late = proc.poll() is None and not ready()
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
+  if late:
+    raise TimeoutError(f"{workdir}: the run to be killed was not at its kill point after {timeout:.0f} s "
+                       "(a loaded machine?); nothing was checked")
 
 
 def finished_main(args, workdir):
