@@ -140,6 +140,10 @@ def test_dropped_carry_on_hand_examples():
   assert arith.carry_slip("+", 18, 14) == -10  # 8+4 carries: 22 written for 32
   assert arith.carry_slip("-", 42, 17) == 10  # 2-7 borrows: 35 written for 25
   assert arith.carry_slip("+", 12, 3) == arith.carry_slip("-", 36, 4) == arith.carry_slip("*", 7, 5) == 0
+  # The kind of each position of P: 7+5 carries; 12*3, 36-4 and the answer line do not.
+  assert [arith.carries(P, RIGHT[:i]) for i in range(5)] == [True, False, False, False, False]
+  assert arith.carries(P, ("7+5=2",)) is False  # from the written 2: 2*3 does not carry
+  assert arith.carries(arith.ArithProblem(start=13, ops=(("-", 9),), text=""), ()) is True  # 13-9 borrows
   rng = np.random.default_rng(0)
   assert arith.corrupt_step(P, (), "dropped_carry", rng) == "7+5=2"  # 7+5 carries
   assert "dropped_carry" not in arith.applicable_error_types(P, RIGHT[:1])  # 12*3

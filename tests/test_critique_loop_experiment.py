@@ -132,7 +132,9 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
                                              None)
   assert [task.reward(p, a) for p, a in zip(problems, chains.answers[1])] == [1.0] * 3
   assert chains.answers[3] == chains.answers[1]  # accepted in round 2: nothing more is sampled
-  assert chains.stats == {"critiques": 6, "invalid_critiques": 0, "accepted": 3, "refined": 3, "no_answer": 0}
+  none = dict.fromkeys(critique_loop.VERDICTS, 0)
+  assert chains.stats == {"critiques": 6, "invalid_critiques": 0, "accepted": 3, "refined": 3, "no_answer": 0,
+                          "verdicts": dict(none, located=3, passed=3), "refined_right": dict(none, located=3)}
   critique_1 = [len(task.answer_ids(critiques.write_critique(p, task.steps(_slipped(p))))) for p in problems]
   critique_2 = [len(task.answer_ids(critiques.write_critique(p, arith.solution_lines(p)))) for p in problems]
   refined = [len(task.answer_ids(right[p.text])) for p in problems]
@@ -147,6 +149,23 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 2, jax.random.key(0), None, config,
                                              None)
   assert chains.answers[2] == first and chains.stats["invalid_critiques"] == 3 and chains.stats["refined"] == 0
+  assert chains.stats["verdicts"] == dict(none, invalid=3)
+  # A critic that flags the last step: past the slip, so a late verdict, and a refinement that stays wrong.
+  def last_step_flagged(s):
+    right_lines = arith.solution_lines(s.problem)
+    return critiques.write_critique(s.problem, right_lines[:-1] + ("Answer: 999",))
+  assert all(task.earliest_error(p, task.steps(_slipped(p))) < len(arith.solution_lines(p)) - 1 for p in problems)
+  _stand_ins(monkeypatch, task, last_step_flagged, lambda s: "Answer: 999")
+  chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 1, jax.random.key(0), None, config,
+                                             None)
+  assert chains.stats["verdicts"] == dict(none, late=3) and chains.stats["refined_right"] == none
+
+
+def test_verdict_kinds():
+  kind = critique_loop.verdict_kind
+  assert [kind(2, p) for p in (2, 0, 3, -1)] == ["located", "early", "late", "missed"]
+  assert [kind(-1, p) for p in (0, -1)] == ["false_alarm", "passed"]
+  assert kind(2, critique_loop.critic_obj.INVALID_INDEX) == kind(-1, critique_loop.critic_obj.INVALID_INDEX) == "invalid"
 
 
 def test_iteration_data_keeps_correct_samples_and_correct_refinements(setup, monkeypatch):

@@ -33,7 +33,7 @@ TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--
         "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False",
         "--config.game.penalize_failed_rewrites=True"]  # the shrunken sneaky's rewrites fail: records to learn from
 ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "mean_se", "harmonic_mean_se", "valid_only",
-              "subsets", "first_error_f1", "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev",
+              "subsets", "kinds", "first_error_f1", "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev",
               "sneaky_validated", "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps",
               "num_labelled_steps"}
 
@@ -55,6 +55,10 @@ def test_main_writes_every_output(finished_run):
     assert set(results[r]) >= ROUND_KEYS
     assert results[r]["num_labelled_steps"] <= results[r]["num_steps"]
     assert set(results[r]["subsets"]) <= {"writer", "policy"}
+    kinds = results[r]["kinds"]  # every labelled step in one kind of position
+    assert set(kinds) <= {"carry", "plain"}
+    for n in ("n_correct", "n_error", "n_invalid"):
+      assert sum(k[n] for k in kinds.values()) == results[r][n]
   for r in ("round1", "round2"):
     games = results[r]["games"]
     assert games["games"] == games["played"] <= 8

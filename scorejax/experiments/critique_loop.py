@@ -97,14 +97,37 @@ class Chains:
   stats: dict  # critiques written, unparseable ones (the answer kept), accepted answers, refinements
 
 
+VERDICTS = ("located", "early", "late", "missed", "false_alarm", "passed", "invalid")
+
+
+def verdict_kind(first_error: int, predicted: int) -> str:
+  """What a critique said of an answer whose first wrong step the checker knows (`first_error`; -1: every step
+  right): flagged that step ("located"), one before it ("early") or after it ("late"), accepted the answer
+  ("missed"); of an answer with every step right: flagged one ("false_alarm") or accepted it ("passed")."""
+  if predicted == critic_obj.INVALID_INDEX:
+    return "invalid"
+  if first_error < 0:
+    return "passed" if predicted < 0 else "false_alarm"
+  if predicted < 0:
+    return "missed"
+  return "located" if predicted == first_error else "early" if predicted < first_error else "late"
+
+
 def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, key, rule, config,
                         mesh, settled=None) -> Chains:
   """Each row's answer is critiqued (greedy); a flagged one is refined by the actor (`rule`), then critiqued
   again, up to `rounds` times; an accepted answer or an unparseable critique ends the row's chain, and so does
-  a refinement for which `settled(row, ids)` holds (in training, one the gold answer already marks right)."""
+  a refinement for which `settled(row, ids)` holds (in training, one the gold answer already marks right).
+
+  Where the task's checker labels steps (`earliest_error`), stats also hold `verdicts`, each critique's
+  `verdict_kind` counted, and `refined_right`, per kind, the refinements it led to that came out right: whether
+  a loop falls short in the critic (a wrong step not located) or in the refining (located, still wrong)."""
   answers, tokens = [list(first)], np.zeros((rounds + 1, len(first)), np.int64)
   tokens[0] = [len(a) for a in first]
   stats = {"critiques": 0, "invalid_critiques": 0, "accepted": 0, "refined": 0, "no_answer": 0}
+  labelled = hasattr(task, "earliest_error")
+  if labelled:
+    stats["verdicts"], stats["refined_right"] = dict.fromkeys(VERDICTS, 0), dict.fromkeys(VERDICTS, 0)
   open_rows = list(range(len(first)))
   for r in range(rounds):
     current, spent = list(answers[-1]), tokens[r].copy()
@@ -114,10 +137,16 @@ def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, k
       flagged = [j for j, p in enumerate(critiques.predicted) if p >= 0]
       refined = cd.refine(lm, actor, task, [solutions[j] for j in flagged], [critiques.texts[j] for j in flagged],
                           jax.random.fold_in(key, 2 * r + 1), rule, config, mesh) if flagged else []
+      kinds = [verdict_kind(task.earliest_error(s.problem, s.steps), int(p)) if labelled else None
+               for s, p in zip(solutions, critiques.predicted)]
       for j, ids in zip(flagged, refined):
         current[open_rows[j]] = ids
         spent[open_rows[j]] += len(ids)
         stats["no_answer"] += final_answer(task, ids) is None
+        if labelled:
+          stats["refined_right"][kinds[j]] += int(task.reward(problems[open_rows[j]], ids))
+      for kind in kinds if labelled else ():
+        stats["verdicts"][kind] += 1
       for j, i in enumerate(open_rows):
         spent[i] += len(critiques.ids[j])
       stats["critiques"] += len(open_rows)

@@ -245,13 +245,18 @@ def step_metrics(items, verdicts) -> dict:
 
 
 def critic_metrics(critic, task, heldout, items, config, mesh) -> dict:
-  """Greedy single-step judgements of every held-out step: step accuracies overall and per subset (and
-  their mean over subsets, as SPC reports ProcessBench), and the first-error F1 from judging in order."""
+  """Greedy single-step judgements of every held-out step: step accuracies overall, per subset (and their
+  mean over subsets, as SPC reports ProcessBench) and, where the task tells them apart (`step_kind`), per kind
+  of position; and the first-error F1 from judging in order."""
   verdicts, _ = judge(critic, task, items, jax.random.key(0), Greedy(), config, mesh)
   out = step_metrics(items, verdicts)
   subsets = sorted({it.subset for it in items})
   out["subsets"] = {s: step_metrics(*zip(*[(it, v) for it, v in zip(items, verdicts) if it.subset == s]))
                     for s in subsets}
+  if hasattr(task, "step_kind"):  # the built-in task: per kind of position (where a carry habit slips, or not)
+    kinds = [task.step_kind(it.problem, it.previous) for it in items]
+    out["kinds"] = {k: step_metrics(*zip(*[(it, v) for it, v, kind in zip(items, verdicts, kinds) if kind == k]))
+                    for k in sorted(set(kinds))}
   means = [m["harmonic_mean"] for m in out["subsets"].values() if m["harmonic_mean"] is not None]
   out["subset_mean_harmonic_mean"] = float(np.mean(means)) if means else None
   predicted = first_error_predictions(heldout, items, verdicts)

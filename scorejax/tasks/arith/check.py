@@ -129,6 +129,12 @@ def expected_line(problem: ArithProblem, previous_lines: Sequence[str]) -> str |
   return answer_line(left)
 
 
+def carries(problem: ArithProblem, previous_lines: Sequence[str]) -> bool:
+  """Does the right line after `previous_lines` carry or borrow in its units digit (where a carry habit slips)?"""
+  expected = parse_line(expected_line(problem, previous_lines) or "")
+  return isinstance(expected, Step) and carry_slip(expected.op, expected.left, expected.right) != 0
+
+
 def check_step(problem: ArithProblem, previous_lines: Sequence[str], line: str) -> bool:
   """Is `line` right, given the problem and the lines written before it?"""
   expected = expected_line(problem, previous_lines)

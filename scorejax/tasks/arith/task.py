@@ -66,6 +66,10 @@ class ArithTask:
   def earliest_error(self, problem, steps: Sequence[str]) -> int:
     return check.earliest_error(problem, steps)
 
+  def step_kind(self, problem, previous_steps: Sequence[str]) -> str:
+    """The kind of position a step is written at: "carry" where the right step carries or borrows, else "plain"."""
+    return "carry" if check.carries(problem, previous_steps) else "plain"
+
   def reference_steps(self, problem) -> tuple[str, ...]:
     return check.solution_lines(problem)
 
