@@ -159,6 +159,26 @@ def test_dropped_carry_on_hand_examples():
   assert arith.continue_solution(r, (), rng, carry_slip_rate=1.0) == ("9+8=7", "7+5=2", "Answer: 2")
 
 
+def test_error_type_of_a_written_line():
+  kind = arith.error_type_of
+  assert [kind(P, (), line) for line in ("7+5=12", "7+5=2", "7+5=13", "8+5=13", "7*5=35", "7+6=13", "7*3=21")] == [
+      None, "dropped_carry", "wrong_result", "wrong_previous", "wrong_operator", "wrong_operand", "dropped_step"]
+  assert kind(P, RIGHT[:2], "Answer: 36") == "dropped_step"  # the last operation skipped
+  assert kind(P, RIGHT[:1], "Answer: 12") == "other"  # the answer two operations early
+  assert [kind(P, RIGHT[:3], line) for line in ("Answer: 32", "Answer: 31", "36-4=32")] == [None, "wrong_answer", "other"]
+  assert kind(P, RIGHT, "Answer: 32") == kind(P, (), "7+") == "other"
+  assert kind(P, ("7+5=2",), "2*3=6") is None  # right from the written value
+  # Every error maker's line reads back as its own type, except where two makers write the same line.
+  rng = np.random.default_rng(0)
+  shared = {("wrong_result", "dropped_carry"), ("wrong_operand", "dropped_step"), ("wrong_operator", "dropped_step")}
+  for q in arith.make_problems(arith.ArithConfig(), "train", 200, 0):
+    lines = arith.solution_lines(q)
+    for i in range(len(lines)):
+      for error_type in arith.applicable_error_types(q, lines[:i]):
+        read = kind(q, lines[:i], arith.corrupt_step(q, lines[:i], error_type, rng))
+        assert read == error_type or (error_type, read) in shared, (q.key, i, error_type, read)
+
+
 def test_carry_slip_rate_is_per_carrying_step():
   rng = np.random.default_rng(6)
   config = arith.ArithConfig(max_add=9, ops=("+", "-"), max_value=60, max_start=50)

@@ -23,6 +23,7 @@ from scorejax.phases import PhaseRunner
 from scorejax.rewards import game as game_lib
 from scorejax.rewards.game import Record, Verdict
 from scorejax.search import SearchConfig, step_search
+from scorejax.tasks.arith import ERROR_TYPES
 from scorejax.tasks.base import make_task
 from scorejax.train_step import OptimizerConfig, init_train_state, make_train_step
 
@@ -33,7 +34,7 @@ TINY = ["--config=configs/arith_spc.py:smoke", "--config.generator.steps=6", "--
         "--config.checkpoint.every=1", "--config.log_every=1", "--config.checkpoint.async_save=False",
         "--config.game.penalize_failed_rewrites=True"]  # the shrunken sneaky's rewrites fail: records to learn from
 ROUND_KEYS = {"acc_correct", "acc_error", "mean", "harmonic_mean", "mean_se", "harmonic_mean_se", "valid_only",
-              "subsets", "kinds", "first_error_f1", "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev",
+              "subsets", "kinds", "error_types", "first_error_f1", "first_error_subsets", "subset_mean_harmonic_mean", "invalid", "dev",
               "sneaky_validated", "sneaky_vs_round0", "sneaky_vs_own_critic", "games", "num_steps",
               "num_labelled_steps"}
 
@@ -59,6 +60,11 @@ def test_main_writes_every_output(finished_run):
     assert set(kinds) <= {"carry", "plain"}
     for n in ("n_correct", "n_error", "n_invalid"):
       assert sum(k[n] for k in kinds.values()) == results[r][n]
+    types = results[r]["error_types"]  # every labelled erroneous step of one type
+    assert set(types) <= set(ERROR_TYPES) | {"other"}
+    assert sum(t["n_error"] for t in types.values()) == results[r]["n_error"]
+    caught = sum(t["acc_error"] * t["n_error"] for t in types.values())
+    assert caught == pytest.approx(results[r]["acc_error"] * results[r]["n_error"])
   for r in ("round1", "round2"):
     games = results[r]["games"]
     assert games["games"] == games["played"] <= 8
@@ -107,6 +113,11 @@ def test_search_command_on_a_finished_run(finished_run):
   proc = subprocess.run([sys.executable, "-m", "scorejax.search", f"--workdir={workdir / 'checkpoints'}"],
                         capture_output=True, text=True, timeout=600, env=main_env())
   assert proc.returncode != 0 and "config.json does not exist" in proc.stderr
+
+
+def test_error_type_metrics_count_an_invalid_verdict_as_a_miss():
+  verdicts = [Verdict.INCORRECT, Verdict.CORRECT, Verdict.INVALID, Verdict.INCORRECT]
+  assert spc.error_type_metrics(verdicts) == {"acc_error": 0.5, "n_error": 4, "n_invalid": 1}
 
 
 def test_long_critic_sft_doubles_only_the_critics_round0_sft():

@@ -244,10 +244,17 @@ def step_metrics(items, verdicts) -> dict:
   return out
 
 
+def error_type_metrics(verdicts) -> dict:
+  """The share of erroneous steps judged Incorrect (an invalid verdict counted as wrong), with its count."""
+  as_bool = lambda v: None if v == game_lib.Verdict.INVALID else v == game_lib.Verdict.CORRECT
+  m = evaluation.step_judgement_metrics([False] * len(verdicts), [as_bool(v) for v in verdicts])
+  return {k: m[k] for k in ("acc_error", "n_error", "n_invalid")}
+
+
 def critic_metrics(critic, task, heldout, items, config, mesh) -> dict:
   """Greedy single-step judgements of every held-out step: step accuracies overall, per subset (and their
-  mean over subsets, as SPC reports ProcessBench) and, where the task tells them apart (`step_kind`), per kind
-  of position; and the first-error F1 from judging in order."""
+  mean over subsets, as SPC reports ProcessBench) and, where the task tells them apart, per kind of position
+  (`step_kind`) and per type of error (`error_type`); and the first-error F1 from judging in order."""
   verdicts, _ = judge(critic, task, items, jax.random.key(0), Greedy(), config, mesh)
   out = step_metrics(items, verdicts)
   subsets = sorted({it.subset for it in items})
@@ -257,6 +264,11 @@ def critic_metrics(critic, task, heldout, items, config, mesh) -> dict:
     kinds = [task.step_kind(it.problem, it.previous) for it in items]
     out["kinds"] = {k: step_metrics(*zip(*[(it, v) for it, v, kind in zip(items, verdicts, kinds) if kind == k]))
                     for k in sorted(set(kinds))}
+  if hasattr(task, "error_type"):  # and per type of error: which errors the critic catches
+    wrong = [(task.error_type(it.problem, it.previous, it.step), v) for it, v in zip(items, verdicts)
+             if it.correct is False]
+    out["error_types"] = {t: error_type_metrics([v for kind, v in wrong if kind == t])
+                          for t in sorted({kind for kind, _ in wrong})}
   means = [m["harmonic_mean"] for m in out["subsets"].values() if m["harmonic_mean"] is not None]
   out["subset_mean_harmonic_mean"] = float(np.mean(means)) if means else None
   predicted = first_error_predictions(heldout, items, verdicts)

@@ -91,6 +91,34 @@ def _corruptions(
   ]
 
 
+def error_type_of(problem: ArithProblem, previous_lines: Sequence[str], line: str) -> str | None:
+  """The error type of a written line (None when it is right), read from the first part that differs from the
+  right line: the next operation written in its place ("dropped_step"), the value it starts from
+  ("wrong_previous"), the operator, the operand, or the result (a dropped carry or borrow, or another slip);
+  "wrong_answer" for a wrong answer line; "other" for a line that cannot be read, the answer written before its
+  place, a line after the answer, and a computation line in the answer's place."""
+  i, k = len(previous_lines), len(problem.ops)
+  written = parse_line(line)
+  if i > k or written is None:
+    return "other"
+  left = running_value(problem, previous_lines)
+  if i == k:
+    return None if written == AnswerLine(left) else "wrong_answer" if isinstance(written, AnswerLine) else "other"
+  op, n = problem.ops[i]
+  next_line = step_line(left, *problem.ops[i + 1]) if i + 1 < k else answer_line(left)
+  if written == parse_line(next_line):
+    return "dropped_step"
+  if isinstance(written, AnswerLine):
+    return "other"
+  for error_type, differs in (("wrong_previous", written.left != left), ("wrong_operator", written.op != op),
+                              ("wrong_operand", written.right != n)):
+    if differs:
+      return error_type
+  if written.result == apply_op(op, left, n):
+    return None
+  return "dropped_carry" if written == parse_line(dropped_carry_line(left, op, n) or "") else "wrong_result"
+
+
 def applicable_error_types(problem: ArithProblem, previous_lines: Sequence[str]) -> tuple[str, ...]:
   return tuple(t for t in ERROR_TYPES if _corruptions(problem, previous_lines, t))
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import ml_collections
 
 from scorejax.tasks import templates
-from scorejax.tasks.arith import check, critiques, problems
+from scorejax.tasks.arith import check, critiques, noise, problems
 from scorejax.tasks.base import stream_seed
 from scorejax.tokenizers import CharTokenizer
 
@@ -69,6 +69,10 @@ class ArithTask:
   def step_kind(self, problem, previous_steps: Sequence[str]) -> str:
     """The kind of position a step is written at: "carry" where the right step carries or borrows, else "plain"."""
     return "carry" if check.carries(problem, previous_steps) else "plain"
+
+  def error_type(self, problem, previous_steps: Sequence[str], step: str) -> str | None:
+    """The kind of error a step makes (`noise.error_type_of`), None when it is right."""
+    return noise.error_type_of(problem, previous_steps, step)
 
   def reference_steps(self, problem) -> tuple[str, ...]:
     return check.solution_lines(problem)
