@@ -134,7 +134,8 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   assert chains.answers[3] == chains.answers[1]  # accepted in round 2: nothing more is sampled
   none = dict.fromkeys(critique_loop.VERDICTS, 0)
   assert chains.stats == {"critiques": 6, "invalid_critiques": 0, "accepted": 3, "refined": 3, "no_answer": 0,
-                          "verdicts": dict(none, located=3, passed=3), "refined_right": dict(none, located=3)}
+                          "verdicts": dict(none, located=3, passed=3), "refined_right": dict(none, located=3),
+                          "refined_past_flag": dict(none, located=3)}
   critique_1 = [len(task.answer_ids(critiques.write_critique(p, task.steps(_slipped(p))))) for p in problems]
   critique_2 = [len(task.answer_ids(critiques.write_critique(p, arith.solution_lines(p)))) for p in problems]
   refined = [len(task.answer_ids(right[p.text])) for p in problems]
@@ -159,6 +160,13 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 1, jax.random.key(0), None, config,
                                              None)
   assert chains.stats["verdicts"] == dict(none, late=3) and chains.stats["refined_right"] == none
+  assert chains.stats["refined_past_flag"] == none  # "Answer: 999" is wrong from its first step
+  # A refinement that writes the flagged step right and then slips: past the flag, still wrong.
+  _stand_ins(monkeypatch, task, lambda s: critiques.write_critique(s.problem, s.steps),
+             lambda s: arith.format_solution(arith.solution_lines(s.problem)[:-1] + ("Answer: 999",)))
+  chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 1, jax.random.key(0), None, config,
+                                             None)
+  assert chains.stats["refined_right"] == none and chains.stats["refined_past_flag"] == dict(none, located=3)
 
 
 def test_verdict_kinds():

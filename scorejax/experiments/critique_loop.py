@@ -120,14 +120,16 @@ def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, k
   a refinement for which `settled(row, ids)` holds (in training, one the gold answer already marks right).
 
   Where the task's checker labels steps (`earliest_error`), stats also hold `verdicts`, each critique's
-  `verdict_kind` counted, and `refined_right`, per kind, the refinements it led to that came out right: whether
-  a loop falls short in the critic (a wrong step not located) or in the refining (located, still wrong)."""
+  `verdict_kind` counted, and per kind the refinements it led to that came out right (`refined_right`) and
+  those right up to and including the flagged step (`refined_past_flag`): whether a loop falls short in the
+  critic (a wrong step not located), in the flagged step's redo, or in what the actor writes after it."""
   answers, tokens = [list(first)], np.zeros((rounds + 1, len(first)), np.int64)
   tokens[0] = [len(a) for a in first]
   stats = {"critiques": 0, "invalid_critiques": 0, "accepted": 0, "refined": 0, "no_answer": 0}
   labelled = hasattr(task, "earliest_error")
   if labelled:
-    stats["verdicts"], stats["refined_right"] = dict.fromkeys(VERDICTS, 0), dict.fromkeys(VERDICTS, 0)
+    for name in ("verdicts", "refined_right", "refined_past_flag"):
+      stats[name] = dict.fromkeys(VERDICTS, 0)
   open_rows = list(range(len(first)))
   for r in range(rounds):
     current, spent = list(answers[-1]), tokens[r].copy()
@@ -144,7 +146,10 @@ def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, k
         spent[open_rows[j]] += len(ids)
         stats["no_answer"] += final_answer(task, ids) is None
         if labelled:
-          stats["refined_right"][kinds[j]] += int(task.reward(problems[open_rows[j]], ids))
+          problem = problems[open_rows[j]]
+          first_wrong = task.earliest_error(problem, task.steps(task.text(ids)))
+          stats["refined_right"][kinds[j]] += int(task.reward(problem, ids))
+          stats["refined_past_flag"][kinds[j]] += int(first_wrong < 0 or first_wrong > critiques.predicted[j])
       for kind in kinds if labelled else ():
         stats["verdicts"][kind] += 1
       for j, i in enumerate(open_rows):
