@@ -135,7 +135,8 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   none = dict.fromkeys(critique_loop.VERDICTS, 0)
   assert chains.stats == {"critiques": 6, "invalid_critiques": 0, "accepted": 3, "refined": 3, "no_answer": 0,
                           "verdicts": dict(none, located=3, passed=3), "refined_right": dict(none, located=3),
-                          "refined_past_flag": dict(none, located=3)}
+                          "refined_past_flag": dict(none, located=3), "located_redo_right": 3,
+                          "located_redo_right_past_flag": 3}
   critique_1 = [len(task.answer_ids(critiques.write_critique(p, task.steps(_slipped(p))))) for p in problems]
   critique_2 = [len(task.answer_ids(critiques.write_critique(p, arith.solution_lines(p)))) for p in problems]
   refined = [len(task.answer_ids(right[p.text])) for p in problems]
@@ -167,6 +168,16 @@ def test_chains_stop_when_the_critic_accepts_and_count_every_token(setup, monkey
   chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 1, jax.random.key(0), None, config,
                                              None)
   assert chains.stats["refined_right"] == none and chains.stats["refined_past_flag"] == dict(none, located=3)
+  assert chains.stats["located_redo_right"] == chains.stats["located_redo_right_past_flag"] == 3
+  # A critic that locates the slip but redoes it wrong, and an actor that copies the wrong redo.
+  def wrong_redo(s):
+    slip = task.earliest_error(s.problem, s.steps)
+    return critiques.write_critique(s.problem, s.steps, redo_of=lambda i, right: right + "1" if i == slip else right)
+  _stand_ins(monkeypatch, task, wrong_redo, lambda s: task.text(task.answer_ids(_slipped(s.problem))))
+  chains = critique_loop.critique_and_refine(None, None, None, task, problems, first, 1, jax.random.key(0), None, config,
+                                             None)
+  assert chains.stats["verdicts"] == dict(none, located=3) and chains.stats["located_redo_right"] == 0
+  assert chains.stats["refined_past_flag"] == none
 
 
 def test_verdict_kinds():

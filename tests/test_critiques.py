@@ -80,3 +80,13 @@ def test_kept_critiques_always_name_the_label_and_some_carry_a_wrong_redo():
     assert critiques.parse_critique(text, len(solution.lines)) == solution.label
     wrong_redo += text != critiques.write_critique(problem, solution.lines)
   assert 50 < kept < 300 and wrong_redo > 0  # imperfect, filtered, and not all filtered away
+
+
+def test_flagged_redo_reads_the_redo_of_the_flagged_step():
+  problem = arith.ArithProblem(start=7, ops=(("+", 5), ("*", 3)), text="Start at 7. Apply +5 *3.")
+  slipped = ("7+5=12", "12*3=35", "Answer: 35")
+  assert critiques.flagged_redo(critiques.write_critique(problem, slipped)) == "12*3=36"
+  assert critiques.flagged_redo(critiques.write_critique(problem, slipped, redo_of=lambda i, right: "12*3=46")) == (
+      "12*3=46")
+  assert critiques.flagged_redo(critiques.write_critique(problem, ("7+5=12", "12*3=36", "Answer: 36"))) is None
+  assert critiques.flagged_redo("no critique") is None

@@ -113,23 +113,43 @@ def verdict_kind(first_error: int, predicted: int) -> str:
   return "located" if predicted == first_error else "early" if predicted < first_error else "late"
 
 
+def count_verdicts(task, solutions, critiques, flagged, refined, stats: dict) -> None:
+  """Adds one round of critiques to `stats`, by the checker: `verdicts`, each critique's `verdict_kind`; per
+  kind the refinements it led to that came out right (`refined_right`) and those right up to and including the
+  flagged step (`refined_past_flag`); of the critiques that located the first wrong step, those whose redo of
+  it is right (`located_redo_right`, where the task reads a redo) and their refinements past that step
+  (`located_redo_right_past_flag`). They tell whether a loop falls short in the critic (a wrong step not
+  located, or its redo wrong), in the actor's refining of the flagged step, or in what it writes after it."""
+  kinds = [verdict_kind(task.earliest_error(s.problem, s.steps), int(p)) for s, p in zip(solutions,
+                                                                                         critiques.predicted)]
+  for kind in kinds:
+    stats["verdicts"][kind] += 1
+  for j, ids in zip(flagged, refined):
+    s, flag = solutions[j], int(critiques.predicted[j])
+    first_wrong = task.earliest_error(s.problem, task.steps(task.text(ids)))
+    past_flag = first_wrong < 0 or first_wrong > flag
+    stats["refined_right"][kinds[j]] += int(task.reward(s.problem, ids))
+    stats["refined_past_flag"][kinds[j]] += int(past_flag)
+    redo = task.critique_redo(critiques.texts[j]) if hasattr(task, "critique_redo") else None
+    if kinds[j] == "located" and redo is not None and task.earliest_error(s.problem, s.steps[:flag] + (redo,)) < 0:
+      stats["located_redo_right"] += 1
+      stats["located_redo_right_past_flag"] += int(past_flag)
+
+
 def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, key, rule, config,
                         mesh, settled=None) -> Chains:
   """Each row's answer is critiqued (greedy); a flagged one is refined by the actor (`rule`), then critiqued
   again, up to `rounds` times; an accepted answer or an unparseable critique ends the row's chain, and so does
   a refinement for which `settled(row, ids)` holds (in training, one the gold answer already marks right).
 
-  Where the task's checker labels steps (`earliest_error`), stats also hold `verdicts`, each critique's
-  `verdict_kind` counted, and per kind the refinements it led to that came out right (`refined_right`) and
-  those right up to and including the flagged step (`refined_past_flag`): whether a loop falls short in the
-  critic (a wrong step not located), in the flagged step's redo, or in what the actor writes after it."""
+  Where the task's checker labels steps (`earliest_error`), stats also hold the counts of `count_verdicts`."""
   answers, tokens = [list(first)], np.zeros((rounds + 1, len(first)), np.int64)
   tokens[0] = [len(a) for a in first]
   stats = {"critiques": 0, "invalid_critiques": 0, "accepted": 0, "refined": 0, "no_answer": 0}
   labelled = hasattr(task, "earliest_error")
   if labelled:
-    for name in ("verdicts", "refined_right", "refined_past_flag"):
-      stats[name] = dict.fromkeys(VERDICTS, 0)
+    stats.update({name: dict.fromkeys(VERDICTS, 0) for name in ("verdicts", "refined_right", "refined_past_flag")},
+                 located_redo_right=0, located_redo_right_past_flag=0)
   open_rows = list(range(len(first)))
   for r in range(rounds):
     current, spent = list(answers[-1]), tokens[r].copy()
@@ -139,19 +159,12 @@ def critique_and_refine(lm, actor, critic, task, problems, first, rounds: int, k
       flagged = [j for j, p in enumerate(critiques.predicted) if p >= 0]
       refined = cd.refine(lm, actor, task, [solutions[j] for j in flagged], [critiques.texts[j] for j in flagged],
                           jax.random.fold_in(key, 2 * r + 1), rule, config, mesh) if flagged else []
-      kinds = [verdict_kind(task.earliest_error(s.problem, s.steps), int(p)) if labelled else None
-               for s, p in zip(solutions, critiques.predicted)]
       for j, ids in zip(flagged, refined):
         current[open_rows[j]] = ids
         spent[open_rows[j]] += len(ids)
         stats["no_answer"] += final_answer(task, ids) is None
-        if labelled:
-          problem = problems[open_rows[j]]
-          first_wrong = task.earliest_error(problem, task.steps(task.text(ids)))
-          stats["refined_right"][kinds[j]] += int(task.reward(problem, ids))
-          stats["refined_past_flag"][kinds[j]] += int(first_wrong < 0 or first_wrong > critiques.predicted[j])
-      for kind in kinds if labelled else ():
-        stats["verdicts"][kind] += 1
+      if labelled:
+        count_verdicts(task, solutions, critiques, flagged, refined, stats)
       for j, i in enumerate(open_rows):
         spent[i] += len(critiques.ids[j])
       stats["critiques"] += len(open_rows)

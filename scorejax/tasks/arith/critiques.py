@@ -183,6 +183,13 @@ _STEP_RE = re.compile(r"(\d{1,3}): (.+) ; (.+) (ok|no) ; (right|wrong|differ: wr
 _BOXED_RE = re.compile(r"\\boxed\{(-?\d{1,3})\}")
 
 
+def flagged_redo(text: str) -> str | None:
+  """The redo a critique writes for the step it flags (its last judged line), or None when it flags none."""
+  lines = [line.strip() for line in text.strip().split("\n")]
+  m = _STEP_RE.fullmatch(lines[-2]) if len(lines) >= 2 else None
+  return m.group(2) if m and m.group(5) != RIGHT else None
+
+
 def parse_critique(text: str, num_steps: int) -> int | templates.Invalid:
   """The 0-indexed earliest wrong step a deliberate critique names, -1, or an Invalid saying why.
 

@@ -66,6 +66,10 @@ class ArithTask:
   def earliest_error(self, problem, steps: Sequence[str]) -> int:
     return check.earliest_error(problem, steps)
 
+  def critique_redo(self, text: str) -> str | None:
+    """The step a critique says should stand where it flags one (`critiques.flagged_redo`)."""
+    return critiques.flagged_redo(text)
+
   def step_kind(self, problem, previous_steps: Sequence[str]) -> str:
     """The kind of position a step is written at: "carry" where the right step carries or borrows, else "plain"."""
     return "carry" if check.carries(problem, previous_steps) else "plain"
