@@ -81,6 +81,7 @@ def get_config(arg: str = ""):
   c.self_improve.samples = 4  # answers sampled per question (critique mode)
   c.self_improve.refine_budget = 4  # wrong answers critiqued and refined per question, at most
   c.self_improve.refine_rounds = 1  # critique-and-refine rounds per wrong answer (until right)
+  c.self_improve.critic_refresh = False  # from iteration 2: critique data from the current actor, critic retrained
   c.self_improve.vanilla_budget = "loop"  # vanilla mode's samples per question: "loop" N + refine_budget, "samples" N
   c.self_improve.temperature = 1.0  # the answers' sampling temperature
   c.self_improve.refine_temperature = 0.0  # the refinements'; 0: greedy

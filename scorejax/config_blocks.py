@@ -133,7 +133,11 @@ def critique_loop_variants() -> dict[str, Callable]:
 
   def no_filter(c):  # the critic trains on every parseable critique, refined right or not
     c.critique_data.filter_by_refinement = False
-  return {"vanilla_si": vanilla_si, "vanilla_si_n": vanilla_si_n, "no_filter": no_filter}
+
+  def critic_refresh(c):  # from iteration 2 on, the critic retrained on the current actor's own errors
+    c.self_improve.critic_refresh = True
+  return {"vanilla_si": vanilla_si, "vanilla_si_n": vanilla_si_n, "no_filter": no_filter,
+          "critic_refresh": critic_refresh}
 
 
 def spc_role(max_new_tokens: int, rl_learning_rate: float, **sft) -> ml_collections.ConfigDict:

@@ -74,6 +74,22 @@ def test_sigkill_mid_critic_then_rerun_gives_the_same_results(finished_run, tmp_
   assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "eval.json").read_text())
 
 
+def test_critic_refresh_retrains_the_critic_on_the_current_actors_errors(finished_run, tmp_path):
+  workdir, _ = finished_run
+  proc = _main(tmp_path, "--config.self_improve.critic_refresh=True")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  plain, refreshed = (json.loads((w / "eval.json").read_text()) for w in (workdir, tmp_path))
+  assert set(refreshed) == set(plain) | {"critique_data_iter2"}
+  for name in ("iter0", "critique_data", "critic", "test_time", "iter1"):  # the first critic's run, unchanged
+    assert refreshed[name] == plain[name], name
+  # Iteration 2's critique data: drawn by the actor of iteration 1 on problems of its own.
+  base, again = (cd.read_records(str(tmp_path / f)) for f in ("critique_data.jsonl", "critique_data_iter2.jsonl"))
+  assert cd.source_counts(again) == {k: v for k, v in refreshed["critique_data_iter2"].items() if k != "sampled"}
+  assert {r.problem for r in again} != {r.problem for r in base}
+  assert os.listdir(tmp_path / "checkpoints" / "iter2" / "critic")
+  assert not (tmp_path / "checkpoints" / "iter1" / "critic").exists()
+
+
 def test_order_seed_feeds_the_same_rows_in_another_order():
   assert critique_loop.fine_tune_stream("iter2", 0) == "iter2/actor"  # the default: earlier runs' streams
   rows = list(range(64))

@@ -403,12 +403,13 @@ def refine(lm, params, task, solutions: Sequence[Solution], critique_texts: Sequ
   return _sample_ids(lm, params, task, prompts, key, rule, answer_sampler(task, config), config, mesh)
 
 
-def build_records(lm, params, task, config, mesh) -> tuple[list[CritiqueRecord], dict]:
+def build_records(lm, params, task, config, mesh, stream: str = "critique_data") -> tuple[list[CritiqueRecord], dict]:
   """AutoMathCritique's records from the actor (its params; on real data also the annotator), each critique
-  refined greedily and kept as the filter says; with per-source counts."""
+  refined greedily and kept as the filter says; with per-source counts. `stream` names the training problems
+  and the random draws (another stream: other problems)."""
   c = config.critique_data
-  problems = task.train_problems(config.seed, "critique_data", 0, c.problems)
-  key = jax.random.fold_in(jax.random.key(config.seed), stream_id("critique_data"))
+  problems = task.train_problems(config.seed, stream, 0, c.problems)
+  key = jax.random.fold_in(jax.random.key(config.seed), stream_id(stream))
   if config.task.name == "arith":
     candidates, stats = flawed_solutions(lm, params, task, problems, key, config, mesh)
     texts = feedback(candidates, config)

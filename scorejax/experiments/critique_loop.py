@@ -35,7 +35,13 @@ Phases, each checkpointed and resumable on its own:
                  trained from scratch forgets how to refine in a hundred
                  steps of answers alone, and the next iteration refines). `self_improve.mode=vanilla` keeps
                  only correct samples, with the loop's whole sample budget
-                 spent on more of them.
+                 spent on more of them;
+  iter<i>/critic with `self_improve.critic_refresh`, i = 2..iterations: the
+                 critique data rebuilt from the samples of the actor that
+                 samples iteration i (`critique_data_iter<i>.jsonl`), and
+                 the critic trained afresh from that actor on every kept
+                 critique so far, so that it critiques the errors the
+                 fine-tuned actor makes rather than the base actor's.
 Difficulty is the base actor's pass rate over many samples per question, in
 5 levels (1 easiest). eval.json: `actor` (held-out accuracy, `iter0`),
 `critique_data` (per-source counts), `critic` (ProcessBench-format F1 on
@@ -398,8 +404,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps, schedule="cosine",
                            total_steps=max(1, steps), grad_clip_norm=1.0, grad_accum_steps=c.grad_accum_steps)
 
+  refresh = s.critic_refresh and s.mode == "critique"
   offsets = phase_offsets([("actor", config.generator.steps), ("critic", config.critic.steps)]
-                          + [(f"iter{i}/actor", s.steps) for i in range(1, s.iterations + 1)])
+                          + [(phase, steps) for i in range(1, s.iterations + 1)
+                             for phase, steps in ((f"iter{i}/critic", config.critic.steps), (f"iter{i}/actor", s.steps))
+                             if phase.endswith("actor") or (refresh and i > 1)])
 
   # ACTOR: solve (with a carry habit), self-correct, refine given a critique
   c = config.generator
@@ -435,28 +444,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluate_actor("iter0", base, {"heldout_level_share": cd.level_shares(heldout_levels),
                                  "question_level_share": cd.level_shares(question_levels)})
 
-  critic = None
-  if s.mode == "critique":
-    # CRITIQUE DATA: RG1-RG3 from the actor's own samples, feedback, the refinement filter
-    records, counts = cd.load_or_build(os.path.join(workdir, "critique_data.jsonl"),
-                                       lambda: cd.build_records(lm, base, task, config, mesh))
-    results.get("critique_data", lambda: counts)
-    sft_rows = cd.critique_rows(task, records)
-    if not sft_rows:
-      print(f"warning: {workdir}/critique_data.jsonl keeps no critique ({cd.source_counts(records)}): the critic "
-            "is the actor's starting point, untrained (eval.json critic.trained = false)")
+  critique_loss = build_loss_fn(sft.sft_loss, tokens, lambda b: sft.SFTBatch(b["mask_critique_BxT"]),
+                                sft.SFTConfig())
+  sft_rows = []  # every kept critique built so far, as (prompt, critique) rows
 
-    # CRITIC: SFT on the kept critiques, from the actor (none kept: the untrained starting point)
-    c = config.critic
-    critique_loss = build_loss_fn(sft.sft_loss, tokens, lambda b: sft.SFTBatch(b["mask_critique_BxT"]),
-                                  sft.SFTConfig())
+  def train_critic(phase, start, data_name):
+    """CRITIQUE DATA from `start`'s own samples (RG1-RG3, feedback, the refinement filter), written to
+    `data_name`.jsonl; then the CRITIC: SFT from `start` on every kept critique so far (none: `start`, untrained)."""
+    records, counts = cd.load_or_build(os.path.join(workdir, f"{data_name}.jsonl"),
+                                       lambda: cd.build_records(lm, start, task, config, mesh, stream=data_name))
+    results.get(data_name, lambda: counts)
+    sft_rows.extend(cd.critique_rows(task, records))
+    if not sft_rows:
+      print(f"warning: {workdir}/{data_name}.jsonl keeps no critique ({cd.source_counts(records)}): the critic "
+            "is the actor's starting point, untrained (eval.json critic.trained = false)")
+    c, rows = config.critic, list(sft_rows)
 
     def critic_batch(step, state):
-      chosen = endless_shuffle(sft_rows, config.seed, "critic", step, c.batch_size)
+      chosen = endless_shuffle(rows, config.seed, phase, step, c.batch_size)
       return to_batch([[Segment(p), Segment(t, "critique")] for p, t in chosen], task.tokenizer.pad_id,
                       ("critique",)), {}
-    critic = runner.run("critic", c.steps if sft_rows else 0, sft_opt(c, c.steps), base, critique_loss,
-                        critic_batch, offsets["critic"][0])
+    return runner.run(phase, c.steps if rows else 0, sft_opt(c, c.steps), start, critique_loss, critic_batch,
+                      offsets[phase][0])
+
+  critic = None
+  if s.mode == "critique":
+    critic = train_critic("critic", base, "critique_data")
     solutions, cut = data.heldout(lm, base, mesh) if builtin else (processbench, 0)
     check_context(lm, task, solutions, config)
     results.get("critic", lambda: dict(evaluate_critic(lm, critic, base, task, solutions, config, mesh),
@@ -470,6 +483,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for i in range(1, s.iterations + 1):
     name = f"iter{i}"
     key = jax.random.fold_in(jax.random.key(config.seed), stream_id(f"self_improve/{name}"))
+    if refresh and i > 1:  # the critic retrained on the errors of the actor that samples this iteration
+      critic = train_critic(f"{name}/critic", actor, f"critique_data_{name}")
     built = iteration_cache.get(name, lambda: dict(zip(("rows", "stats"), make_rows(
         lm, actor, critic, task, questions, key, config, mesh))))
     rows, stats = [tuple(r) for r in built["rows"]], dict(built["stats"], **data_stats(
