@@ -48,6 +48,7 @@ def get_config(arg: str = ""):
   c.critique_data.rg2_temperature = 1.5  # resampling from a chosen step onward at a raised temperature
   c.critique_data.rg3_temperature = 1.0  # the actor's continuation after an injected error
   c.critique_data.filter_by_refinement = True  # keep a critique only if the actor's refinement with it is right
+  c.critique_data.filter_keeps_redo = False  # and only if that refinement writes the critique's redo of the flagged step
 
   c.annotator = ml_collections.ConfigDict()  # the feedback writer's set mistakes (tasks/arith/critiques.py)
   c.annotator.slip_rate = 0.15  # per step: its redo result is off by a small slip

@@ -114,6 +114,44 @@ def test_the_refinement_filter_keeps_exactly_the_critiques_that_refine_right(set
   assert len(rows) == sum(right) and rows[0][1][-1] == task.tokenizer.eos_id
 
 
+def test_keeps_redo_asks_the_refinement_to_write_the_critiques_redo_at_the_flagged_step(setup):
+  _, task = setup
+  problem = arith.ArithProblem(start=7, ops=(("+", 5), ("*", 3)), text="Start at 7. Apply +5 *3.")
+  critique = critiques.write_critique(problem, ("7+5=12", "12*3=35", "Answer: 35"))  # flags step 1, redo 12*3=36
+  ids = lambda *steps: task.answer_ids("\n".join(steps))
+  assert cd.keeps_redo(task, critique, 1, ids("7+5=12", "12*3=36", "Answer: 36"))
+  assert not cd.keeps_redo(task, critique, 1, ids("7+5=12", "36=12*3", "Answer: 36"))  # right, but its own redo
+  assert not cd.keeps_redo(task, critique, 1, ids("Answer: 36"))  # no step at the flagged index
+  assert cd.keeps_redo(task, "no critique", -1, ids("Answer: 36"))  # nothing flagged: nothing to keep
+
+
+def test_the_stricter_filter_drops_right_refinements_that_did_not_take_the_redo(setup, monkeypatch):
+  config, task = setup
+  _fake_actor(monkeypatch, lambda prompt: "Answer: 999")
+
+  def refine(lm, params, task_, solutions, texts, key, rule, config_, mesh):
+    """Every refinement reaches the answer; every other one writes the critique's redo at the flagged step."""
+    out = []
+    for n, (s, t) in enumerate(zip(solutions, texts)):
+      index, redo = task.parse_critique(t, len(s.steps)), critiques.flagged_redo(t)
+      step = redo if n % 2 == 0 and redo is not None else "0+0=0"
+      out.append(task.answer_ids("\n".join((*s.steps[:max(index, 0)], step, f"Answer: {s.problem.answer}"))))
+    return out
+  monkeypatch.setattr(cd, "refine", refine)
+  strict = config_with("arith_critique_loop.py", "smoke", {"critique_data.problems": 12,
+                                                            "critique_data.filter_by_refinement": True,
+                                                            "critique_data.filter_keeps_redo": True})
+  records, _ = cd.build_records(None, None, task, strict, None)
+  assert all(r.refined_correct for r in records)  # the answer is right in every refinement
+  flagged = [r for r in records if r.critique_index is not None and r.critique_index >= 0]
+  assert flagged and any(r.kept for r in flagged) and not all(r.kept for r in flagged)
+  for r in flagged:
+    assert r.kept == (r.refinement.split("\n")[r.critique_index] == critiques.flagged_redo(r.critique)), r.id
+  assert all(r.kept for r in records if r.critique_index == -1)  # an accepted solution has no redo to take
+  with pytest.raises(ValueError, match="filter_keeps_redo=True: task 'arith' reads no redo"):
+    cd.build_records(None, None, object(), strict, None)  # a task without critique_redo (real data)
+
+
 def test_records_round_trip_and_a_bad_line_is_named(setup, tmp_path):
   config, task = setup
   record = cd.CritiqueRecord("rg2-0", "rg2", "3+4-2", "5", ("3+4=7", "Answer: 9"), 1, None, 1,

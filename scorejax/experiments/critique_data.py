@@ -403,11 +403,23 @@ def refine(lm, params, task, solutions: Sequence[Solution], critique_texts: Sequ
   return _sample_ids(lm, params, task, prompts, key, rule, answer_sampler(task, config), config, mesh)
 
 
+def keeps_redo(task, critique_text: str, index: int, refinement_ids) -> bool:
+  """Whether a refinement writes, at the step a critique flags (`index`; -1: none), the critique's redo of that
+  step: a refinement that reaches the answer with a redo of its own does not vouch for the critique's."""
+  if index < 0:
+    return True
+  redo, steps = task.critique_redo(critique_text), task.steps(task.text(refinement_ids))
+  return redo is not None and len(steps) > index and steps[index] == redo
+
+
 def build_records(lm, params, task, config, mesh, stream: str = "critique_data") -> tuple[list[CritiqueRecord], dict]:
   """AutoMathCritique's records from the actor (its params; on real data also the annotator), each critique
   refined greedily and kept as the filter says; with per-source counts. `stream` names the training problems
   and the random draws (another stream: other problems)."""
   c = config.critique_data
+  if c.filter_keeps_redo and not hasattr(task, "critique_redo"):
+    raise ValueError(f"config.critique_data.filter_keeps_redo=True: task {config.task.name!r} reads no redo from a "
+                     "critique (no critique_redo); set it to False")
   problems = task.train_problems(config.seed, stream, 0, c.problems)
   key = jax.random.fold_in(jax.random.key(config.seed), stream_id(stream))
   if config.task.name == "arith":
@@ -423,11 +435,12 @@ def build_records(lm, params, task, config, mesh, stream: str = "critique_data")
     n = counter[x.source] = counter.get(x.source, -1) + 1
     index = task.parse_critique(text, len(x.steps))
     parsed, right = not templates.is_invalid(index), bool(task.reward(x.problem, ids))
+    vouched = right and (not c.filter_keeps_redo or not parsed or keeps_redo(task, text, int(index), ids))
     records.append(CritiqueRecord(
         id=f"{x.source}-{n}", source=x.source, problem=x.problem.text, answer=str(x.problem.answer), steps=x.steps,
         label=x.label, error_type=x.error_type, step=x.step, critique=text,
         critique_index=int(index) if parsed else None, refinement=task.text(ids),
-        refined_correct=right, kept=parsed and (right or not c.filter_by_refinement)))
+        refined_correct=right, kept=parsed and (vouched or not c.filter_by_refinement)))
   return records, {"sampled": stats, **source_counts(records)}
 
 

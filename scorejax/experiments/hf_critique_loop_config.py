@@ -65,6 +65,7 @@ def get_config(arg: str, model_dir: str, config_file: str) -> ml_collections.Con
   c.critique_data.rg2_location = "mc"  # rg2's earliest error by Monte Carlo labels ("resampled": the chosen step)
   c.critique_data.error_types = ERROR_TYPES  # rg3: one, drawn at random, is named to the annotator
   c.critique_data.filter_by_refinement = True  # keep a critique only if the actor's refinement with it is right
+  c.critique_data.filter_keeps_redo = False  # True needs a task that reads a redo (the built-in one); not real data
 
   c.mc = ml_collections.ConfigDict()  # rg2's Monte Carlo labels (rewards/mc_labels.py), DeepCritic's settings
   c.mc.rollouts = 8
