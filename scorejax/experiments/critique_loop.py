@@ -405,10 +405,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            total_steps=max(1, steps), grad_clip_norm=1.0, grad_accum_steps=c.grad_accum_steps)
 
   refresh = s.critic_refresh and s.mode == "critique"
-  offsets = phase_offsets([("actor", config.generator.steps), ("critic", config.critic.steps)]
-                          + [(phase, steps) for i in range(1, s.iterations + 1)
-                             for phase, steps in ((f"iter{i}/critic", config.critic.steps), (f"iter{i}/actor", s.steps))
-                             if phase.endswith("actor") or (refresh and i > 1)])
+  phases = [("actor", config.generator.steps), ("critic", config.critic.steps)]
+  for i in range(1, s.iterations + 1):
+    if refresh and i > 1:
+      phases.append((f"iter{i}/critic", config.critic.steps))
+    phases.append((f"iter{i}/actor", s.steps))
+  offsets = phase_offsets(phases)
 
   # ACTOR: solve (with a carry habit), self-correct, refine given a critique
   c = config.generator
