@@ -162,6 +162,9 @@ def spc_offline_rl(batch_size: int, sft_batch_size: int) -> ml_collections.Confi
   rl.clip_eps = 0.2
   rl.ratio = "sequence"  # the clipped ratio: one mean-token ratio per record (released), or "token": one per token
   rl.sft_coef = 0.15
+  # The round's records learned from: "all" (SPC: +1 and -1) or "wins" (those rewarded above 0 alone). The
+  # gradient steps are set by all of them either way (epochs x records / batch_size): equal budgets.
+  rl.records = "all"
   # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
   # commented out, so the released run applied none.
   rl.kl_coef = 0.0
@@ -178,7 +181,10 @@ def spc_variants() -> dict[str, Callable]:
 
   def earlier_critic(c):  # the sneaky generator plays the critic of the round before
     c.game.critic_lag = 1
-  return {"unbalanced": unbalanced, "unpaired": unpaired, "earlier_critic": earlier_critic}
+
+  def sft_wins(c):  # SFT on the won records alone (no -1 records, no ratio, no clip), as many steps
+    c.rl.records, c.rl.ratio = "wins", "none"
+  return {"unbalanced": unbalanced, "unpaired": unpaired, "earlier_critic": earlier_critic, "sft_wins": sft_wins}
 
 
 def score_selection() -> ml_collections.ConfigDict:

@@ -127,6 +127,18 @@ def test_long_critic_sft_doubles_only_the_critics_round0_sft():
   assert config_with("arith_spc.py", "long_critic_sft,smoke", {}).roles.critic.sft.steps == 40  # smoke shrinks first
 
 
+def test_sft_wins_learns_from_the_won_records_alone(tmp_path):
+  config = config_with("arith_spc.py", "sft_wins", {})
+  assert (config.rl.records, config.rl.ratio) == ("wins", "none")
+  assert config_with("arith_spc.py", "", {}).rl.records == "all"
+  records = [Record("p", "a", 1.0), Record("p", "b", -1.0), Record("p", "c", 0.5), Record("p", "d", 0.0)]
+  assert [rec.response for rec in spc.learned_records(records, "wins")] == ["a", "c"]
+  assert spc.learned_records(records, "all") == records
+  with pytest.raises(ValueError, match="config.rl.records='won'; expected one of \\('all', 'wins'\\)"):
+    spc.run(config_with("arith_spc.py", "smoke", {"rl.records": "won"}), str(tmp_path))
+  assert not os.listdir(tmp_path)  # refused before the workdir is claimed
+
+
 @pytest.fixture(scope="module")
 def model():
   config = config_with("arith_spc.py", "smoke", {})

@@ -102,5 +102,19 @@ def test_token_ratios_clip_the_token_that_moved_while_the_record_mean_stays_insi
   # Record 0's second token: -rho / 2 tokens / 2 game records; the supervised row as before.
   np.testing.assert_allclose(grad, [[0.0, -rho_1 / 4], [0.0, 0.0], [-0.075, -0.075]], atol=1e-6)
   np.testing.assert_allclose(aux["clip_fraction"], (0.5 + 1.0) / 2, atol=1e-6)
-  with pytest.raises(ValueError, match="SPC ratio='tokens'; expected one of \\('sequence', 'token'\\)"):
+  with pytest.raises(ValueError, match="SPC ratio='tokens'; expected one of \\('sequence', 'token', 'none'\\)"):
     spc.SPCConfig(ratio="tokens")
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_no_ratio_weights_each_records_likelihood_by_its_reward(run):
+  f = jax.value_and_grad(lambda lp: spc.spc_loss(lp, BATCH, spc.SPCConfig(ratio="none", kl_coef=0.1)), has_aux=True)
+  (loss, aux), grad = RUNNERS[run](f)(LOGP_BxT)
+  # A = 1 - 0.1 * 0.1 = 0.99 and -1 - 0.1 * (-0.5) = -0.95, held constant; mean-token log-probs -1.0 and -1.75:
+  # L_rl = (0.99 * 1.0 - 0.95 * 1.75) / 2, nothing clipped, however far record 1's ratio (e^-0.5) has moved.
+  expected_rl = (0.99 - 0.95 * 1.75) / 2
+  np.testing.assert_allclose(aux["rl_loss"], expected_rl, atol=1e-6)
+  np.testing.assert_allclose(loss, 0.15 * 2.0 + expected_rl, atol=1e-6)
+  np.testing.assert_allclose(aux["clip_fraction"], 0.0)
+  # d/dlogp_t: -A / 2 tokens / 2 game records (no gradient through A); the supervised row as before.
+  np.testing.assert_allclose(grad, [[-0.99 / 4] * 2, [0.95 / 4] * 2, [-0.075, -0.075]], atol=1e-6)

@@ -210,6 +210,15 @@ def round_records(played: dict, r: int, config) -> tuple[list, list, dict]:
 # ----------------------------------------------------------------------------
 
 
+RECORDS = ("all", "wins")  # which of a round's records the roles learn from (config.rl.records)
+
+
+def learned_records(records: list, which: str) -> list:
+  """All of the round's records, or those rewarded above 0 (the wins; with a group baseline, the judgements
+  above their group's mean)."""
+  return records if which == "all" else [rec for rec in records if rec.reward > 0]
+
+
 def sft_batch(rows, task) -> dict[str, np.ndarray]:
   return to_batch([[Segment(p), Segment(t, "response")] for p, t in rows], task.tokenizer.pad_id, ("response",))
 
@@ -333,6 +342,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"config.game.critic_samples={config.game.critic_samples}: expected at least 1 judgement per step")
   rl = config.rl  # the offline objective, checked before anything trains
   offline = spc_obj.SPCConfig(clip_eps=rl.clip_eps, sft_coef=rl.sft_coef, kl_coef=rl.kl_coef, ratio=rl.ratio)
+  if rl.records not in RECORDS:
+    raise ValueError(f"config.rl.records={rl.records!r}; expected one of {RECORDS}")
   claim_workdir(workdir, config)
   # MODELS: the base, and each role from it (or from its own checkpoint)
   lm, base_params = build_model(config.model, task.tokenizer, mesh, config.seed, rules)
@@ -429,7 +440,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"{phase}: no records this round (games {stats['games']}, validated {stats['validated']}); "
               f"the {name} is not trained")
         continue
-      steps = math.ceil(c.epochs * len(records) / c.batch_size)
+      steps = math.ceil(c.epochs * len(records) / c.batch_size)  # set by all records, whichever are learned
+      records = learned_records(records, c.records)
+      if not records:
+        print(f"{phase}: none of the round's records won; the {name} is not trained")
+        continue
       loss = build_loss_fn(spc_obj.spc_loss, model_logprobs(lms[name], config.logprob_chunk), offline_inputs, offline)
       opt = OptimizerConfig(learning_rate=config.roles[name].rl_learning_rate, warmup_steps=c.warmup_steps,
                             total_steps=max(1, steps), grad_clip_norm=c.grad_clip_norm)

@@ -28,6 +28,14 @@ instead, PPO style, with the record's advantage on every token:
 
 so no single token (a verdict among many analysis tokens) can move further
 than the clip range while the record's mean ratio stays inside it.
+
+`ratio="none"` (an ablation, not SPC's) drops the ratio and the clip:
+
+  L_rl = mean over game records of -A_b mean_t log pi_theta(y_bt),  A_b held constant
+
+the likelihood weighted by the reward. On records rewarded +1 alone it is
+SFT on the won records (rejection-sampling fine-tuning), the ablation that
+asks what the -1 records and the clipped ratio add.
 """
 
 import dataclasses
@@ -39,7 +47,7 @@ import jax.numpy as jnp
 from scorejax.objectives import masks, policy_gradient, sft
 
 
-RATIOS = ("sequence", "token")
+RATIOS = ("sequence", "token", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +55,8 @@ class SPCConfig:
   clip_eps: float = 0.2  # clip range of the sequence-level ratio rho
   sft_coef: float = 0.15  # weight of the SFT term on supervised records
   kl_coef: float = 0.0  # weight of the mean-token log-ratio subtracted from the advantage
-  ratio: str = "sequence"  # "sequence": one clipped mean-token ratio per record (released); "token": one per token
+  # "sequence": one clipped mean-token ratio per record (released); "token": one per token; "none": no ratio
+  ratio: str = "sequence"
 
   def __post_init__(self):
     if self.ratio not in RATIOS:
@@ -81,6 +90,10 @@ def spc_loss(policy_logp_BxT, batch: SPCBatch, config: SPCConfig):
         policy_gradient.clipped_surrogate(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
     clipped_B = masks.mean_per_sequence(
         policy_gradient.clip_active(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
+  elif config.ratio == "none":
+    game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
+    rl_loss_B = -jax.lax.stop_gradient(advantage_B) * masks.mean_per_sequence(policy_logp_BxT, game_mask_BxT)
+    clipped_B = jnp.zeros_like(rho_B)
   else:
     rl_loss_B = policy_gradient.clipped_surrogate(rho_B, advantage_B, config.clip_eps)
     clipped_B = policy_gradient.clip_active(rho_B, advantage_B, config.clip_eps)
