@@ -160,7 +160,8 @@ def spc_offline_rl(batch_size: int, sft_batch_size: int) -> ml_collections.Confi
   rl.warmup_steps = 5
   rl.grad_clip_norm = 1.0
   rl.clip_eps = 0.2
-  rl.ratio = "sequence"  # the clipped ratio: one mean-token ratio per record (released), or "token": one per token
+  # the clipped ratio: one mean-token ratio per record (released), "token": one per token, "none": no ratio, no clip
+  rl.ratio = "sequence"
   rl.sft_coef = 0.15
   # The round's records learned from: "all" (SPC: +1 and -1) or "wins" (those rewarded above 0 alone). The
   # gradient steps are set by all of them either way (epochs x records / batch_size): equal budgets.

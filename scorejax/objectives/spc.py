@@ -82,8 +82,8 @@ def spc_loss(policy_logp_BxT, batch: SPCBatch, config: SPCConfig):
   )
   rho_B = jnp.exp(log_rho_B)
   advantage_B = batch.reward_B - config.kl_coef * log_rho_B
+  game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
   if config.ratio == "token":
-    game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
     rho_BxT = jnp.exp(policy_gradient.token_log_ratio(policy_logp_BxT, batch.ref_logp_BxT, game_mask_BxT))
     advantage_Bx1 = advantage_B[:, None]
     rl_loss_B = masks.mean_per_sequence(
@@ -91,7 +91,6 @@ def spc_loss(policy_logp_BxT, batch: SPCBatch, config: SPCConfig):
     clipped_B = masks.mean_per_sequence(
         policy_gradient.clip_active(rho_BxT, advantage_Bx1, config.clip_eps), game_mask_BxT)
   elif config.ratio == "none":
-    game_mask_BxT = batch.mask_BxT * is_game_B[:, None]
     rl_loss_B = -jax.lax.stop_gradient(advantage_B) * masks.mean_per_sequence(policy_logp_BxT, game_mask_BxT)
     clipped_B = jnp.zeros_like(rho_B)
   else:
