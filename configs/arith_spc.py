@@ -6,6 +6,7 @@
   python -m scorejax.main --config=configs/arith_spc.py --workdir=/tmp/spc1 --config.seed=1
   python -m scorejax.main --config=configs/arith_spc.py:long_critic_sft --workdir=/tmp/spc_strong
   python -m scorejax.main --config=configs/arith_spc.py:sft_wins --workdir=/tmp/spc_sft_wins
+  python -m scorejax.main --config=configs/arith_spc.py:sft_balanced_wins --workdir=/tmp/spc_sft_bwins
 
 A tiny Llama-style base model learns to solve the task (with a carry habit);
 a step critic and a sneaky generator start from it by SFT (the critic on a

@@ -3,7 +3,7 @@
 The argument is a comma-separated list: the host ("tpu": a TPU v4-8 / v5e-8
 VM; "gpu": an 8-GPU host; neither: whatever devices JAX sees, one FSDP axis
 over all) and the ablations of configs/arith_spc.py ("unbalanced",
-"unpaired", "earlier_critic", "sft_wins").
+"unpaired", "earlier_critic", "sft_wins", "sft_balanced_wins").
 
 Get the model and the data once (on a machine with network access):
 

@@ -163,8 +163,10 @@ def spc_offline_rl(batch_size: int, sft_batch_size: int) -> ml_collections.Confi
   # the clipped ratio: one mean-token ratio per record (released), "token": one per token, "none": no ratio, no clip
   rl.ratio = "sequence"
   rl.sft_coef = 0.15
-  # The round's records learned from: "all" (SPC: +1 and -1) or "wins" (those rewarded above 0 alone). The
-  # gradient steps are set by all of them either way (epochs x records / batch_size): equal budgets.
+  # The round's records learned from: "all" (SPC: +1 and -1), "wins" (those rewarded above 0 alone) or
+  # "balanced_wins" (the wins, the critic's cut to as many Correct as Incorrect verdicts, at least
+  # game.min_kept_games of the commoner). The gradient steps are set by all of them either way
+  # (epochs x records / batch_size): equal budgets.
   rl.records = "all"
   # The spec's 0. The released script passes --lm_kl_coeff 0.1, but its trainer has the KL subtraction
   # commented out, so the released run applied none.
@@ -185,7 +187,11 @@ def spc_variants() -> dict[str, Callable]:
 
   def sft_wins(c):  # SFT on the won records alone (no -1 records, no ratio, no clip), as many steps
     c.rl.records, c.rl.ratio = "wins", "none"
-  return {"unbalanced": unbalanced, "unpaired": unpaired, "earlier_critic": earlier_critic, "sft_wins": sft_wins}
+
+  def sft_balanced_wins(c):  # the same, the critic's wins cut to as many Correct as Incorrect verdicts
+    c.rl.records, c.rl.ratio = "balanced_wins", "none"
+  return {"unbalanced": unbalanced, "unpaired": unpaired, "earlier_critic": earlier_critic, "sft_wins": sft_wins,
+          "sft_balanced_wins": sft_balanced_wins}
 
 
 def score_selection() -> ml_collections.ConfigDict:

@@ -7,11 +7,13 @@ from scorejax.rewards.game import (
     Game,
     GameConfig,
     Judgement,
+    Record,
     Verdict,
     build_round_records,
     critic_reward,
     generator_reward,
     parse_verdict,
+    verdict_balanced,
 )
 
 C, I, X = Verdict.CORRECT, Verdict.INCORRECT, Verdict.INVALID
@@ -145,6 +147,27 @@ def test_several_judgements_of_a_step_get_a_group_baseline():
   # One judgement per step: the plain rewards, and no group statistic.
   single = build_round_records(GAMES, GameConfig(balance=False), seed=0)
   assert "critic_flat_groups" not in single.stats and {abs(r.reward) for r in single.critic} == {1.0}
+
+
+def test_critic_records_carry_their_verdicts_and_balance_by_them():
+  records = build_round_records(GAMES, GameConfig(balance=False), seed=0)
+  judged = {j.response: j.verdict for g in GAMES if g.on_sneaky.verdict != X for j in (g.on_sneaky, g.on_correct)}
+  assert {r.response: r.verdict for r in records.critic} == judged
+  assert all(r.verdict is None for r in records.generator)
+  # Wins: 3 Correct verdicts, 1 Incorrect, 1 invalid (kept whatever the balance), 2 generator records (no verdict).
+  wins = [Record(f"p{i}", f"r{i}", 1.0, None, v) for i, v in enumerate([C, C, I, X, C])]
+  wins += [Record("g0", "rewrite 0", 1.0), Record("g1", "rewrite 1", 1.0)]
+  kept = verdict_balanced(wins, 0, np.random.default_rng(0))
+  assert [r.verdict for r in kept].count(C) == 1 and [r.verdict for r in kept].count(I) == 1
+  assert {"p2", "p3", "g0", "g1"} <= {r.prompt for r in kept} and len(kept) == 5
+  assert kept == sorted(kept, key=wins.index)  # in order
+  chosen = {r.prompt for r in kept if r.verdict == C}
+  assert all({r.prompt for r in verdict_balanced(wins, 0, np.random.default_rng(0)) if r.verdict == C} == chosen
+             for _ in range(3))  # seeded
+  # The fallback: at least `minimum` of the commoner verdict; no Incorrect at all keeps nothing of the other.
+  assert [r.verdict for r in verdict_balanced(wins, 2, np.random.default_rng(0))].count(C) == 2
+  only_correct = [w for w in wins if w.verdict != I]
+  assert [r.verdict for r in verdict_balanced(only_correct, 0, np.random.default_rng(0))].count(C) == 0
 
 
 def test_games_round_trip_through_json():

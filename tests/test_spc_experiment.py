@@ -134,7 +134,13 @@ def test_sft_wins_learns_from_the_won_records_alone(tmp_path):
   records = [Record("p", "a", 1.0), Record("p", "b", -1.0), Record("p", "c", 0.5), Record("p", "d", 0.0)]
   assert [rec.response for rec in spc.learned_records(records, "wins")] == ["a", "c"]
   assert spc.learned_records(records, "all") == records
-  with pytest.raises(ValueError, match="config.rl.records='won'; expected one of \\('all', 'wins'\\)"):
+  balanced = config_with("arith_spc.py", "sft_balanced_wins", {})
+  assert (balanced.rl.records, balanced.rl.ratio) == ("balanced_wins", "none")
+  judged = [Record("p", "a", 1.0, None, Verdict.CORRECT), Record("p", "b", 1.0, None, Verdict.CORRECT),
+            Record("p", "c", 1.0, None, Verdict.INCORRECT), Record("p", "d", -1.0, None, Verdict.INCORRECT)]
+  assert [rec.verdict for rec in spc.learned_records(judged, "balanced_wins")] == [Verdict.CORRECT, Verdict.INCORRECT]
+  assert spc.learned_records(judged, "balanced_wins", minimum=2) == judged[:3]
+  with pytest.raises(ValueError, match="config.rl.records='won'; expected one of \\('all', 'wins', 'balanced_wins'\\)"):
     spc.run(config_with("arith_spc.py", "smoke", {"rl.records": "won"}), str(tmp_path))
   assert not os.listdir(tmp_path)  # refused before the workdir is claimed
 

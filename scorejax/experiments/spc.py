@@ -210,13 +210,17 @@ def round_records(played: dict, r: int, config) -> tuple[list, list, dict]:
 # ----------------------------------------------------------------------------
 
 
-RECORDS = ("all", "wins")  # which of a round's records the roles learn from (config.rl.records)
+RECORDS = ("all", "wins", "balanced_wins")  # which of a round's records the roles learn from (config.rl.records)
 
 
-def learned_records(records: list, which: str) -> list:
-  """All of the round's records, or those rewarded above 0 (the wins; with a group baseline, the judgements
-  above their group's mean)."""
-  return records if which == "all" else [rec for rec in records if rec.reward > 0]
+def learned_records(records: list, which: str, minimum: int = 0, seed: int = 0) -> list:
+  """All of the round's records; those rewarded above 0 (the wins; with a group baseline, the judgements above
+  their group's mean); or the wins with as many Correct as Incorrect verdicts (`rewards.game.verdict_balanced`,
+  at least `minimum` of the commoner verdict; the generator's wins have no verdict and are all kept)."""
+  if which == "all":
+    return records
+  wins = [rec for rec in records if rec.reward > 0]
+  return wins if which == "wins" else game_lib.verdict_balanced(wins, minimum, np.random.default_rng(seed))
 
 
 def sft_batch(rows, task) -> dict[str, np.ndarray]:
@@ -441,7 +445,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"the {name} is not trained")
         continue
       steps = math.ceil(c.epochs * len(records) / c.batch_size)  # set by all records, whichever are learned
-      records = learned_records(records, c.records)
+      records = learned_records(records, c.records, g.min_kept_games, stream_seed(config.seed, f"{phase}/records", 0))
       if not records:
         print(f"{phase}: none of the round's records won; the {name} is not trained")
         continue

@@ -129,6 +129,7 @@ class Record:
   response: Any
   reward: float
   logprobs: Any = None
+  verdict: Verdict | None = None  # a critic's record: its judgement's verdict (the generator's: None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +146,16 @@ def _balanced_indices(critic_wins: np.ndarray, generator_wins: np.ndarray, minim
   keep_large = min(len(large), max(len(small), minimum))
   chosen = [rng.choice(small, size=len(small), replace=False), rng.choice(large, size=keep_large, replace=False)]
   return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def verdict_balanced(records: Sequence[Record], minimum: int, rng) -> list[Record]:
+  """As many records ending in each verdict as the rarer verdict has (a seeded subsample of the other, at least
+  `minimum` of it, as the games' fallback); the others (the generator's, invalid verdicts) all kept; in order."""
+  verdicts = np.array([-2 if rec.verdict is None else rec.verdict for rec in records], np.int64)
+  by_class = [np.flatnonzero(verdicts == v) for v in (Verdict.CORRECT, Verdict.INCORRECT)]
+  rest = np.flatnonzero(~np.isin(verdicts, [Verdict.CORRECT, Verdict.INCORRECT]))
+  kept = np.sort(np.concatenate([_balanced_indices(*by_class, minimum, rng), rest]))
+  return [records[i] for i in kept]
 
 
 def build_round_records(games: Sequence[Game], config: GameConfig, seed: int) -> RoundRecords:
@@ -198,7 +209,7 @@ def group_records(group: Sequence[Judgement], step_is_sneaky: bool, config: Game
   rewards = critic_reward([j.verdict for j in group], step_is_sneaky, config)
   if len(group) > 1:
     rewards = rewards - rewards.mean()
-  return [Record(j.prompt, j.response, float(r), j.logprobs) for j, r in zip(group, rewards)
+  return [Record(j.prompt, j.response, float(r), j.logprobs, j.verdict) for j, r in zip(group, rewards)
           if len(group) == 1 or abs(r) > 1e-6]
 
 
