@@ -70,6 +70,8 @@ def test_main_writes_every_output(finished_run):
     assert games["games"] == games["played"] <= 8
     assert games["validated"] + games["failed_rewrites"] == games["games"]
     assert games["critic_wins"] + games["generator_wins"] + games["invalid_games"] == games["validated"]
+    assert games.get("critic_learned", 0) == games["critic_records"]  # rl.records=all: every record learned
+    assert games.get("critic_learned_correct", 0) <= games["critic_records"]
   search = results["search"]
   assert set(search) >= {"final_critic", "round0_critic", "self_consistency", "single_sample"}
   assert search["self_consistency"]["votes"] >= 1
@@ -140,6 +142,8 @@ def test_sft_wins_learns_from_the_won_records_alone(tmp_path):
             Record("p", "c", 1.0, None, Verdict.INCORRECT), Record("p", "d", -1.0, None, Verdict.INCORRECT)]
   assert [rec.verdict for rec in spc.learned_records(judged, "balanced_wins")] == [Verdict.CORRECT, Verdict.INCORRECT]
   assert spc.learned_records(judged, "balanced_wins", minimum=2) == judged[:3]
+  assert spc.learned_stats("critic", judged) == {"critic_learned": 4, "critic_learned_correct": 2}
+  assert spc.learned_stats("sneaky", records) == {"sneaky_learned": 4}
   with pytest.raises(ValueError, match="config.rl.records='won'; expected one of \\('all', 'wins', 'balanced_wins'\\)"):
     spc.run(config_with("arith_spc.py", "smoke", {"rl.records": "won"}), str(tmp_path))
   assert not os.listdir(tmp_path)  # refused before the workdir is claimed

@@ -223,6 +223,14 @@ def learned_records(records: list, which: str, minimum: int = 0, seed: int = 0) 
   return wins if which == "wins" else game_lib.verdict_balanced(wins, minimum, np.random.default_rng(seed))
 
 
+def learned_stats(name: str, records: list) -> dict[str, int]:
+  """How many records a role learns from in a round (eval.json `games`); the critic's: how many end in Correct."""
+  out = {f"{name}_learned": len(records)}
+  if name == "critic":
+    out["critic_learned_correct"] = sum(rec.verdict == game_lib.Verdict.CORRECT for rec in records)
+  return out
+
+
 def sft_batch(rows, task) -> dict[str, np.ndarray]:
   return to_batch([[Segment(p), Segment(t, "response")] for p, t in rows], task.tokenizer.pad_id, ("response",))
 
@@ -446,6 +454,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         continue
       steps = math.ceil(c.epochs * len(records) / c.batch_size)  # set by all records, whichever are learned
       records = learned_records(records, c.records, g.min_kept_games, stream_seed(config.seed, f"{phase}/records", 0))
+      stats |= learned_stats(name, records)
       if not records:
         print(f"{phase}: none of the round's records won; the {name} is not trained")
         continue
