@@ -139,10 +139,10 @@ class RoundRecords:
   stats: dict[str, int]  # games, failed_rewrites, invalid_games, critic_wins, generator_wins, kept_games, ...
 
 
-def _balanced_indices(critic_wins: np.ndarray, generator_wins: np.ndarray, minimum: int, rng) -> np.ndarray:
-  """Equal numbers of each side's wins (a seeded subsample of the larger side), or at least `minimum`
-  of the larger side's with all of the smaller side's; in game order."""
-  small, large = sorted((critic_wins, generator_wins), key=len)
+def _balanced_indices(side_a: np.ndarray, side_b: np.ndarray, minimum: int, rng) -> np.ndarray:
+  """Equal numbers of two sides' indices (each side's wins, or each verdict's records; a seeded subsample of
+  the larger side), or at least `minimum` of the larger side's with all of the smaller side's; in order."""
+  small, large = sorted((side_a, side_b), key=len)
   keep_large = min(len(large), max(len(small), minimum))
   chosen = [rng.choice(small, size=len(small), replace=False), rng.choice(large, size=keep_large, replace=False)]
   return np.sort(np.concatenate(chosen)).astype(np.int64)
@@ -151,9 +151,9 @@ def _balanced_indices(critic_wins: np.ndarray, generator_wins: np.ndarray, minim
 def verdict_balanced(records: Sequence[Record], minimum: int, rng) -> list[Record]:
   """As many records ending in each verdict as the rarer verdict has (a seeded subsample of the other, at least
   `minimum` of it, as the games' fallback); the others (the generator's, invalid verdicts) all kept; in order."""
-  verdicts = np.array([-2 if rec.verdict is None else rec.verdict for rec in records], np.int64)
-  by_class = [np.flatnonzero(verdicts == v) for v in (Verdict.CORRECT, Verdict.INCORRECT)]
-  rest = np.flatnonzero(~np.isin(verdicts, [Verdict.CORRECT, Verdict.INCORRECT]))
+  classes = (Verdict.CORRECT, Verdict.INCORRECT)
+  by_class = [np.array([i for i, rec in enumerate(records) if rec.verdict == v], np.int64) for v in classes]
+  rest = np.array([i for i, rec in enumerate(records) if rec.verdict not in classes], np.int64)
   kept = np.sort(np.concatenate([_balanced_indices(*by_class, minimum, rng), rest]))
   return [records[i] for i in kept]
 
