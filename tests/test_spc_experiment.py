@@ -70,8 +70,9 @@ def test_main_writes_every_output(finished_run):
     assert games["games"] == games["played"] <= 8
     assert games["validated"] + games["failed_rewrites"] == games["games"]
     assert games["critic_wins"] + games["generator_wins"] + games["invalid_games"] == games["validated"]
-    assert games.get("critic_learned", 0) == games["critic_records"]  # rl.records=all: every record learned
-    assert games.get("critic_learned_correct", 0) <= games["critic_records"]
+    assert games["critic_learned"] == games["critic_records"]  # rl.records=all: every record learned
+    assert games["sneaky_learned"] == games["sneaky_records"]
+    assert games["critic_learned_correct"] <= games["critic_records"]
   search = results["search"]
   assert set(search) >= {"final_critic", "round0_critic", "self_consistency", "single_sample"}
   assert search["self_consistency"]["votes"] >= 1

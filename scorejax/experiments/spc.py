@@ -448,22 +448,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for name, records, rows in (("critic", critic_records, data.critic_sft_rows),
                                 ("sneaky", sneaky_records, data.sneaky_sft_rows)):
       phase = f"round{r}/{name}"
+      learned = learned_records(records, c.records, g.min_kept_games, stream_seed(config.seed, f"{phase}/records", 0))
+      stats |= learned_stats(name, learned)  # every round's eval.json holds the counts, 0 when nothing is learned
       if not records:
         print(f"{phase}: no records this round (games {stats['games']}, validated {stats['validated']}); "
               f"the {name} is not trained")
         continue
-      steps = math.ceil(c.epochs * len(records) / c.batch_size)  # set by all records, whichever are learned
-      records = learned_records(records, c.records, g.min_kept_games, stream_seed(config.seed, f"{phase}/records", 0))
-      stats |= learned_stats(name, records)
-      if not records:
+      if not learned:
         print(f"{phase}: none of the round's records won; the {name} is not trained")
         continue
+      steps = math.ceil(c.epochs * len(records) / c.batch_size)  # set by all records, whichever are learned
       loss = build_loss_fn(spc_obj.spc_loss, model_logprobs(lms[name], config.logprob_chunk), offline_inputs, offline)
       opt = OptimizerConfig(learning_rate=config.roles[name].rl_learning_rate, warmup_steps=c.warmup_steps,
                             total_steps=max(1, steps), grad_clip_norm=c.grad_clip_norm)
 
-      def make_batch(step, state, records=records, rows=rows, phase=phase):
-        chosen = endless_shuffle(records, config.seed, phase, step, c.batch_size)
+      def make_batch(step, state, learned=learned, rows=rows, phase=phase):
+        chosen = endless_shuffle(learned, config.seed, phase, step, c.batch_size)
         supervised = rows(f"{phase}/sft", step, c.sft_batch_size)[0] if c.sft_batch_size else []
         return offline_batch(chosen, supervised, task), {}
       params[name] = train(runners[name], phase, steps, opt, params[name], loss, make_batch)
